@@ -1,0 +1,438 @@
+//! The command line: parse arguments, call the module of the same name,
+//! print the result for people (or as JSON), and choose the exit code.
+
+use anyhow::Context;
+use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::chunker::ChunkerParams;
+use crate::display::{escape_name, human_size, parse_size};
+use crate::error::Error;
+use crate::repository::Repository;
+use crate::snapshot::{self, SnapshotEntry, Timestamp};
+use crate::{backup, check, ls, restore};
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const PARTIAL: u8 = 3;
+    pub const DAMAGED: u8 = 4;
+    pub const LOCKED: u8 = 5;
+}
+
+#[derive(Parser)]
+#[command(name = "snapfs", version, about = "Deduplicating daily backups, browsable as dated read-only folders")]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Repository folder [default: /var/lib/snapfs/repository as root,
+    /// ~/.local/share/snapfs/repository otherwise]
+    #[arg(long, global = true, env = "SNAPFS_REPO")]
+    repo: Option<PathBuf>,
+    /// Print results as JSON for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an empty repository.
+    Init(InitArgs),
+    /// Back up paths into a new snapshot (creates the repository if needed).
+    Backup(BackupArgs),
+    /// List snapshots, oldest first.
+    Snapshots {
+        /// Only this account's snapshots.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// List the files of a snapshot.
+    Ls {
+        /// Snapshot id or prefix, `latest`, or a date YYYY-MM-DD.
+        snapshot: String,
+        /// Path inside the snapshot.
+        path: Option<PathBuf>,
+        /// Long listing: mode, links, owner, group, size, time.
+        #[arg(short, long)]
+        long: bool,
+        /// List subdirectories too.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Restore a snapshot, or a path in it, into a folder.
+    Restore {
+        /// SNAPSHOT or SNAPSHOT:PATH
+        snapshot: String,
+        #[arg(long, short)]
+        target: PathBuf,
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Check the repository's integrity.
+    Check {
+        /// Also read all data and verify every chunk's hash.
+        #[arg(long)]
+        read_data: bool,
+    },
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// Chunk size bounds, e.g. 512KiB/1MiB/8MiB (the default).
+    #[arg(long, value_name = "MIN/AVG/MAX")]
+    chunk_sizes: Option<String>,
+    /// Target pack size [default: 16MiB].
+    #[arg(long)]
+    pack_size: Option<String>,
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// What to back up. One folder: its contents become the snapshot root.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// The hosting account the snapshot belongs to [default: current user].
+    #[arg(long)]
+    account: Option<String>,
+    /// Date the snapshot, local time "YYYY-MM-DD HH:MM:SS" or RFC 3339.
+    #[arg(long)]
+    time: Option<String>,
+    /// Skip paths matching this glob (full path or base name); repeatable.
+    #[arg(long, short)]
+    exclude: Vec<String>,
+    /// Do not cross file system boundaries.
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+    /// Label the snapshot; repeatable.
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Hostname to record [default: this host's name].
+    #[arg(long)]
+    host: Option<String>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    init_logging();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("snapfs: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            let code = match e.downcast_ref::<Error>() {
+                Some(Error::Locked(_)) => exit::LOCKED,
+                Some(Error::Corrupt { .. }) => exit::DAMAGED,
+                _ => exit::ERROR,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .try_init();
+}
+
+/// `--repo`, then `SNAPFS_REPO` (clap reads it), then the default.
+fn repo_path(global: &Global) -> PathBuf {
+    if let Some(p) = &global.repo {
+        return p.clone();
+    }
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/snapfs/repository");
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("snapfs/repository")
+}
+
+fn open(global: &Global) -> anyhow::Result<Repository> {
+    Ok(Repository::open(&repo_path(global))?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init(args) => init(g, args),
+        Command::Backup(args) => run_backup(g, args),
+        Command::Snapshots { account } => snapshots(g, account),
+        Command::Ls { snapshot, path, long, recursive, account } => {
+            run_ls(g, &snapshot, path, long, recursive, account.as_deref())
+        }
+        Command::Restore { snapshot, target, account } => run_restore(g, &snapshot, &target, account.as_deref()),
+        Command::Check { read_data } => run_check(g, read_data),
+    }
+}
+
+fn parse_chunk_sizes(text: &str) -> anyhow::Result<ChunkerParams> {
+    let parts: Vec<&str> = text.split('/').collect();
+    let [min, avg, max] = parts.as_slice() else {
+        anyhow::bail!("--chunk-sizes wants MIN/AVG/MAX, got {text:?}");
+    };
+    let size = |s: &str| -> anyhow::Result<u32> {
+        Ok(u32::try_from(parse_size(s).map_err(anyhow::Error::msg)?)?)
+    };
+    Ok(ChunkerParams { min_size: size(min)?, avg_size: size(avg)?, max_size: size(max)? })
+}
+
+fn init(g: &Global, args: InitArgs) -> anyhow::Result<u8> {
+    let path = repo_path(g);
+    let chunker = match &args.chunk_sizes {
+        Some(t) => parse_chunk_sizes(t)?,
+        None => ChunkerParams::default(),
+    };
+    let pack_size = match &args.pack_size {
+        Some(t) => Some(u32::try_from(parse_size(t).map_err(anyhow::Error::msg)?)?),
+        None => None,
+    };
+    let repo = Repository::init(&path, chunker, pack_size)?;
+    if g.json {
+        println!("{}", json!({"repository": repo.location(), "id": repo.config().id.to_hex()}));
+    } else {
+        println!("created snapfs repository {} at {}", repo.config().id.short(), repo.location());
+    }
+    Ok(exit::OK)
+}
+
+fn parse_time(text: &str) -> anyhow::Result<(Timestamp, i32)> {
+    let local = if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        t
+    } else {
+        let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
+            .or_else(|_| NaiveDateTime::parse_from_str(&format!("{text} 00:00:00"), "%Y-%m-%d %H:%M:%S"))
+            .with_context(|| format!("--time {text:?}: expected \"YYYY-MM-DD HH:MM:SS\" or RFC 3339"))?;
+        Local
+            .from_local_datetime(&naive)
+            .earliest()
+            .with_context(|| format!("--time {text:?} does not exist in the local time zone"))?
+            .fixed_offset()
+    };
+    let utc = local.to_utc();
+    Ok((
+        Timestamp { secs: utc.timestamp(), nanos: utc.timestamp_subsec_nanos() },
+        local.offset().local_minus_utc(),
+    ))
+}
+
+fn run_backup(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
+    let path = repo_path(g);
+    let repo = if Repository::exists(&path) {
+        Repository::open(&path)?
+    } else {
+        eprintln!("snapfs: no repository at {} yet; creating one", path.display());
+        Repository::init(&path, ChunkerParams::default(), None)?
+    };
+    let opts = backup::BackupOptions {
+        paths: args.paths,
+        account: args.account.unwrap_or_else(crate::metadata::current_user),
+        hostname: args.host.unwrap_or_else(crate::metadata::hostname),
+        time: args.time.as_deref().map(parse_time).transpose()?,
+        excludes: args.exclude,
+        one_file_system: args.one_file_system,
+        tags: args.tag,
+        progress: !g.json,
+    };
+    let outcome = backup::run(&repo, &opts)?;
+    let entry = SnapshotEntry { id: outcome.id, snapshot: outcome.snapshot };
+    if g.json {
+        let mut value = snapshot_json(&entry);
+        value["warnings"] = json!(outcome.warnings);
+        println!("{value}");
+    } else {
+        let s = &entry.snapshot.summary;
+        println!(
+            "snapshot {} saved: {} files ({} unchanged), {} dirs, {} read, {} added ({} stored), {:.1}s{}",
+            entry.id.short(),
+            s.files,
+            s.files_unchanged,
+            s.dirs,
+            human_size(s.bytes_read),
+            human_size(s.bytes_added),
+            human_size(s.bytes_stored),
+            s.duration_ms as f64 / 1000.0,
+            if outcome.warnings.is_empty() {
+                String::new()
+            } else {
+                format!("; PARTIAL: {} entries could not be read", outcome.warnings.len())
+            }
+        );
+    }
+    Ok(if outcome.warnings.is_empty() { exit::OK } else { exit::PARTIAL })
+}
+
+pub fn snapshot_json(e: &SnapshotEntry) -> serde_json::Value {
+    let s = &e.snapshot;
+    json!({
+        "id": e.id.to_hex(),
+        "short_id": e.id.short(),
+        "time": s.taken_at().to_rfc3339(),
+        "account": s.account,
+        "hostname": s.hostname,
+        "paths": s.paths_lossy(),
+        "tags": s.tags,
+        "tree": s.tree.to_hex(),
+        "parent": s.parent.map(|p| p.to_hex()),
+        "summary": {
+            "files": s.summary.files,
+            "dirs": s.summary.dirs,
+            "files_read": s.summary.files_read,
+            "files_unchanged": s.summary.files_unchanged,
+            "bytes_read": s.summary.bytes_read,
+            "bytes_total": s.summary.bytes_total,
+            "bytes_added": s.summary.bytes_added,
+            "bytes_stored": s.summary.bytes_stored,
+            "errors": s.summary.errors,
+            "duration_ms": s.summary.duration_ms,
+        },
+    })
+}
+
+fn snapshots(g: &Global, account: Option<String>) -> anyhow::Result<u8> {
+    let repo = open(g)?;
+    let entries: Vec<SnapshotEntry> = snapshot::list_warn(&repo)?
+        .into_iter()
+        .filter(|e| account.as_ref().is_none_or(|a| &e.snapshot.account == a))
+        .collect();
+    if g.json {
+        let list: Vec<_> = entries.iter().map(snapshot_json).collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(exit::OK);
+    }
+    println!("{:<8}  {:<25}  {:<12}  {:<12}  {:>10}  paths", "id", "time", "account", "host", "size");
+    for e in &entries {
+        let s = &e.snapshot;
+        println!(
+            "{:<8}  {:<25}  {:<12}  {:<12}  {:>10}  {}",
+            e.id.short(),
+            s.taken_at().format("%Y-%m-%d %H:%M:%S %:z"),
+            s.account,
+            s.hostname,
+            human_size(s.summary.bytes_total),
+            s.paths_lossy().join(" ")
+        );
+    }
+    println!("{} snapshots", entries.len());
+    Ok(exit::OK)
+}
+
+fn select(repo: &Repository, selector: &str, account: Option<&str>) -> anyhow::Result<SnapshotEntry> {
+    let entries = snapshot::list_warn(repo)?;
+    Ok(snapshot::select(&entries, selector, account)?)
+}
+
+fn run_ls(
+    g: &Global,
+    selector: &str,
+    path: Option<PathBuf>,
+    long: bool,
+    recursive: bool,
+    account: Option<&str>,
+) -> anyhow::Result<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let repo = open(g)?;
+    let entry = select(&repo, selector, account)?;
+    let path = path.map(|p| p.as_os_str().as_bytes().to_vec()).unwrap_or_default();
+    let listed = ls::list(&repo, &entry.snapshot, &path, recursive)?;
+    if g.json {
+        let items: Vec<_> = listed.iter().map(|(p, n)| ls::to_listed(p, n)).collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    } else {
+        for (p, node) in &listed {
+            if long {
+                println!("{}", ls::long_line(p, node));
+            } else {
+                println!("{}", escape_name(p));
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn run_restore(g: &Global, spec: &str, target: &std::path::Path, account: Option<&str>) -> anyhow::Result<u8> {
+    let (selector, path) = spec.split_once(':').unwrap_or((spec, ""));
+    let repo = open(g)?;
+    let entry = select(&repo, selector, account)?;
+    let outcome = restore::run(&repo, &entry.snapshot.tree, path.as_bytes(), target)?;
+    if g.json {
+        println!(
+            "{}",
+            json!({"snapshot": entry.id.to_hex(), "target": target, "files": outcome.files,
+                   "dirs": outcome.dirs, "bytes": outcome.bytes, "errors": outcome.errors})
+        );
+    } else {
+        println!(
+            "restored snapshot {} to {}: {} files, {} dirs, {}{}",
+            entry.id.short(),
+            target.display(),
+            outcome.files,
+            outcome.dirs,
+            human_size(outcome.bytes),
+            if outcome.errors.is_empty() {
+                String::new()
+            } else {
+                format!("; {} entries FAILED", outcome.errors.len())
+            }
+        );
+    }
+    Ok(if outcome.errors.is_empty() { exit::OK } else { exit::DAMAGED })
+}
+
+fn run_check(g: &Global, read_data: bool) -> anyhow::Result<u8> {
+    let repo = open(g)?;
+    let report = check::run(&repo, read_data)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for d in &report.damage {
+            println!("damaged: {} {}", d.object, d.problem);
+            for a in &d.affected {
+                println!("  needed by {a}");
+            }
+            if d.affected_total > d.affected.len() {
+                println!("  ... and {} more", d.affected_total - d.affected.len());
+            }
+        }
+        for p in &report.unreferenced_packs {
+            println!("unreferenced pack {p} (left by an interrupted backup; prune removes it)");
+        }
+        println!(
+            "checked {} snapshots, {} trees, {} packs{}: {}",
+            report.snapshots,
+            report.trees,
+            report.packs,
+            if read_data { format!(", {} blobs read", report.blobs_read) } else { String::new() },
+            if report.is_ok() { "no errors".to_string() } else { format!("{} problems", report.damage.len()) }
+        );
+    }
+    Ok(if report.is_ok() { exit::OK } else { exit::DAMAGED })
+}

@@ -1,0 +1,70 @@
+//! snapfs: deduplicating daily backups that every hosting account browses,
+//! read-only, as dated folders.
+//!
+//! # Layers
+//!
+//! Each layer uses only the ones below it:
+//!
+//! ```text
+//! cli ─┬─ backup   restore   check   ls   mount (snapshot_fs → fuse)
+//!      │      \        |        |     |      /
+//!      │       snapshot (Snapshot records, Tree/Node, FileReader)
+//!      │                |
+//!      │       repository (Packer, Index, packs, config)   chunk_cache
+//!      │                |
+//!      └──────  repository::backend (atomic files in folders)
+//! ```
+//!
+//! - [`repository`] stores content-addressed blobs in pack files, keeps an
+//!   index of where each blob is, and stores snapshot records as opaque
+//!   content-addressed files. It knows nothing of files or trees.
+//! - [`snapshot`] gives those bytes meaning: a tree is a directory's entries,
+//!   a snapshot names a root tree, a [`snapshot::file_reader::FileReader`]
+//!   gives random access to a file's content.
+//! - The commands ([`backup`], [`restore`], [`check`], [`ls`]) are one
+//!   module each, named like the command.
+//!
+//! # Backup data flow
+//!
+//! walker thread: readdir → lstat → skip if unchanged since the parent
+//! snapshot → read → [`chunker`] → bounded queue → worker threads: BLAKE3,
+//! dedup against the index, zstd, append to the open pack → pack full:
+//! write atomically → every 64 packs and at the end: write an index file →
+//! all durable: write the snapshot file.
+//!
+//! # Read data flow
+//!
+//! snapshot file → root tree → trees along the path → file node's chunk ids →
+//! index lookup (pack, offset, length) → ranged read of the pack → zstd →
+//! BLAKE3 verified against the id → [`chunk_cache::ChunkCache`] (mount).
+//!
+//! # What may run together
+//!
+//! | running          | backup | ls/restore/mount | check |
+//! |------------------|--------|------------------|-------|
+//! | backup           | yes    | yes              | yes¹  |
+//! | ls/restore/mount | yes    | yes              | yes   |
+//!
+//! Writers never modify a file another process may read: packs, index files
+//! and snapshots are immutable and written under a temporary name, then
+//! renamed. ¹ `check` may report a running backup's packs as unreferenced.
+//! Deleting data (prune) is the one operation that must exclude others; its
+//! protocol is in docs/FORMAT.md.
+
+pub mod backup;
+pub mod check;
+pub mod chunk_cache;
+pub mod chunker;
+pub mod cli;
+pub mod display;
+pub mod error;
+pub mod id;
+pub mod ls;
+pub mod metadata;
+pub mod progress;
+pub mod repository;
+pub mod restore;
+pub mod snapshot;
+
+pub use error::{Error, Result};
+pub use id::Id;

@@ -1,0 +1,309 @@
+//! Where repository files live. The repository above this layer sees named,
+//! immutable files of a few types; it never sees paths.
+//!
+//! Every backend keeps one contract (checked by `backend_contract` below for
+//! each implementation): `write` is atomic — a reader sees the whole file or
+//! nothing, also after a crash — and durable when it returns; `read_range`
+//! returns exactly the bytes asked for or an error; `list` never shows a file
+//! that is still being written; `remove` of a missing file succeeds.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, IoContext, Result};
+
+/// The kinds of repository files, each in its own folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileType {
+    Config,
+    Pack,
+    Index,
+    Snapshot,
+    Lock,
+}
+
+impl FileType {
+    pub fn describe(self) -> &'static str {
+        match self {
+            FileType::Config => "config",
+            FileType::Pack => "pack",
+            FileType::Index => "index",
+            FileType::Snapshot => "snapshot",
+            FileType::Lock => "lock",
+        }
+    }
+}
+
+pub trait Backend: Send + Sync {
+    /// Where the repository is, for messages.
+    fn location(&self) -> String;
+    /// Create the folder structure of an empty repository.
+    fn create(&self) -> Result<()>;
+    /// Atomically create or replace `name`, durable when this returns.
+    fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()>;
+    fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>>;
+    /// Exactly `length` bytes at `offset`; a short file is an error.
+    fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
+    fn size(&self, kind: FileType, name: &str) -> Result<u64>;
+    /// Names and sizes of the complete files of one kind, in no given order.
+    fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>>;
+    /// Remove a file; a file that is already gone is not an error.
+    fn remove(&self, kind: FileType, name: &str) -> Result<()>;
+    fn exists(&self, kind: FileType, name: &str) -> Result<bool>;
+}
+
+/// A repository in a local folder (or anything mounted like one).
+///
+/// Layout: `config`, `data/<2 hex digits>/<pack id>`, `index/<id>`,
+/// `snapshots/<id>`, `locks/<id>`. Packs are fanned out into 256 folders so
+/// that no folder grows past a few hundred entries per terabyte.
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
+        LocalBackend { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir(&self, kind: FileType) -> PathBuf {
+        match kind {
+            FileType::Config => self.root.clone(),
+            FileType::Pack => self.root.join("data"),
+            FileType::Index => self.root.join("index"),
+            FileType::Snapshot => self.root.join("snapshots"),
+            FileType::Lock => self.root.join("locks"),
+        }
+    }
+
+    fn path(&self, kind: FileType, name: &str) -> PathBuf {
+        match kind {
+            FileType::Pack => {
+                let fan = name.get(..2).unwrap_or("00");
+                self.dir(kind).join(fan).join(name)
+            }
+            _ => self.dir(kind).join(name),
+        }
+    }
+
+    fn open(&self, kind: FileType, name: &str) -> Result<(File, PathBuf)> {
+        let path = self.path(kind, name);
+        match File::open(&path) {
+            Ok(f) => Ok((f, path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound(format!(
+                "{} {name} is missing ({})",
+                kind.describe(),
+                path.display()
+            ))),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    fn list_dir(dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.at(dir)?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            // Temporary files of writes in progress (or interrupted) start with
+            // a dot; they are not part of the repository until renamed.
+            if name.starts_with('.') {
+                continue;
+            }
+            let meta = entry.metadata().at(entry.path())?;
+            if meta.is_file() {
+                out.push((name.to_string(), meta.len()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Write `data` to `path` atomically and durably: a temporary file in the same
+/// folder, fsync, rename over the final name, fsync the folder. After a crash
+/// the final name holds either nothing (or its old content) or all of `data`.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let temp = dir.join(format!(
+        ".tmp-{}-{}-{}",
+        file_name,
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .at(&temp)?;
+        file.write_all(data).at(&temp)?;
+        file.sync_all().at(&temp)?;
+        drop(file);
+        fs::rename(&temp, path).at(path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> Result<()> {
+        fs::create_dir_all(&self.root).at(&self.root)?;
+        for kind in [FileType::Pack, FileType::Index, FileType::Snapshot, FileType::Lock] {
+            let dir = self.dir(kind);
+            fs::create_dir_all(&dir).at(&dir)?;
+        }
+        let data = self.dir(FileType::Pack);
+        for fan in 0..=255u8 {
+            let dir = data.join(format!("{fan:02x}"));
+            fs::create_dir_all(&dir).at(&dir)?;
+        }
+        for dir in [data, self.root.clone()] {
+            sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()> {
+        let path = self.path(kind, name);
+        if let Some(dir) = path.parent() {
+            if !dir.exists() {
+                fs::create_dir_all(dir).at(dir)?;
+            }
+        }
+        write_atomic(&path, data)
+    }
+
+    fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>> {
+        let (mut file, path) = self.open(kind, name)?;
+        let mut out = Vec::new();
+        file.read_to_end(&mut out).at(&path)?;
+        Ok(out)
+    }
+
+    fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let (file, path) = self.open(kind, name)?;
+        let mut out = vec![0; length as usize];
+        match file.read_exact_at(&mut out, offset) {
+            Ok(()) => Ok(out),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(Error::corrupt(
+                format!("{} {name}", kind.describe()),
+                format!("truncated: {length} bytes at offset {offset} are past its end"),
+            )),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    fn size(&self, kind: FileType, name: &str) -> Result<u64> {
+        let (mut file, path) = self.open(kind, name)?;
+        file.seek(SeekFrom::End(0)).at(&path)
+    }
+
+    fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        match kind {
+            FileType::Config => {
+                if self.path(kind, "config").exists() {
+                    out.push(("config".to_string(), self.size(kind, "config")?));
+                }
+            }
+            FileType::Pack => {
+                let data = self.dir(kind);
+                let fans = match fs::read_dir(&data) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+                    Err(e) => return Err(Error::io(&data, e)),
+                };
+                for fan in fans {
+                    let fan = fan.at(&data)?;
+                    if fan.file_type().at(fan.path())?.is_dir() {
+                        Self::list_dir(&fan.path(), &mut out)?;
+                    }
+                }
+            }
+            _ => Self::list_dir(&self.dir(kind), &mut out)?,
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, kind: FileType, name: &str) -> Result<()> {
+        let path = self.path(kind, name);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
+        Ok(self.path(kind, name).exists())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The contract every backend must keep.
+    pub fn backend_contract(backend: &dyn Backend) {
+        backend.create().unwrap();
+        let name = "ab".to_string() + &"0".repeat(62);
+        backend.write(FileType::Pack, &name, b"hello world").unwrap();
+        assert_eq!(backend.read(FileType::Pack, &name).unwrap(), b"hello world");
+        assert_eq!(backend.read_range(FileType::Pack, &name, 6, 5).unwrap(), b"world");
+        assert!(matches!(
+            backend.read_range(FileType::Pack, &name, 6, 50),
+            Err(Error::Corrupt { .. })
+        ));
+        assert_eq!(backend.size(FileType::Pack, &name).unwrap(), 11);
+        assert_eq!(backend.list(FileType::Pack).unwrap(), vec![(name.clone(), 11)]);
+        // Replacing is atomic too.
+        backend.write(FileType::Snapshot, "s1", b"one").unwrap();
+        backend.write(FileType::Snapshot, "s1", b"two").unwrap();
+        assert_eq!(backend.read(FileType::Snapshot, "s1").unwrap(), b"two");
+        assert!(matches!(backend.read(FileType::Index, "nope"), Err(Error::NotFound(_))));
+        backend.remove(FileType::Pack, &name).unwrap();
+        backend.remove(FileType::Pack, &name).unwrap();
+        assert!(backend.list(FileType::Pack).unwrap().is_empty());
+        assert!(!backend.exists(FileType::Pack, &name).unwrap());
+    }
+
+    #[test]
+    fn local_backend_keeps_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        backend_contract(&LocalBackend::new(dir.path().join("repo")));
+    }
+
+    #[test]
+    fn list_ignores_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        backend.create().unwrap();
+        fs::write(dir.path().join("index/.tmp-x-1-1"), b"partial").unwrap();
+        assert!(backend.list(FileType::Index).unwrap().is_empty());
+    }
+}

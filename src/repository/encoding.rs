@@ -1,0 +1,75 @@
+//! The envelope every repository file except packs is written in: an 8-byte
+//! magic naming the record type, a little-endian u32 format version, then the
+//! record in postcard. postcard is not self-describing, so the magic and
+//! version are what lets a reader refuse bytes it cannot understand instead of
+//! decoding garbage (docs/FORMAT.md, "Encoding").
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The format version this build writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub fn encode<T: Serialize>(magic: &[u8; 8], value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    // postcard only fails on types it cannot represent (none of ours) or on a
+    // full fixed buffer (we write to a Vec), so a failure is a programming error.
+    postcard::to_extend(value, out).expect("postcard encodes every snapfs record")
+}
+
+/// Check the envelope of `bytes` and return the record's version and body.
+pub fn open_envelope<'a>(magic: &[u8; 8], object: &str, bytes: &'a [u8]) -> Result<(u32, &'a [u8])> {
+    if bytes.len() < 12 {
+        return Err(Error::corrupt(object, format!("only {} bytes long", bytes.len())));
+    }
+    if &bytes[..8] != magic {
+        return Err(Error::corrupt(
+            object,
+            format!("wrong magic (expected {:?})", String::from_utf8_lossy(magic)),
+        ));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version == 0 || version > FORMAT_VERSION {
+        return Err(Error::Unsupported(format!(
+            "{object} has format version {version}; this snapfs reads versions 1 to {FORMAT_VERSION}"
+        )));
+    }
+    Ok((version, &bytes[12..]))
+}
+
+/// Decode a postcard record that must fill `body` exactly.
+pub fn decode_body<T: DeserializeOwned>(object: &str, body: &[u8]) -> Result<T> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(Error::corrupt(object, format!("{} trailing bytes", rest.len()))),
+        Err(e) => Err(Error::corrupt(object, format!("does not decode: {e}"))),
+    }
+}
+
+pub fn decode<T: DeserializeOwned>(magic: &[u8; 8], object: &str, bytes: &[u8]) -> Result<T> {
+    let (_version, body) = open_envelope(magic, object, bytes)?;
+    decode_body(object, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_wrong_magic_version_and_garbage() {
+        let bytes = encode(b"SNAPFSXX", &(1u32, "a".to_string()));
+        let ok: (u32, String) = decode(b"SNAPFSXX", "x", &bytes).unwrap();
+        assert_eq!(ok, (1, "a".to_string()));
+        assert!(matches!(decode::<(u32, String)>(b"SNAPFSYY", "x", &bytes), Err(Error::Corrupt { .. })));
+        let mut future = bytes.clone();
+        future[8] = 99;
+        assert!(matches!(decode::<(u32, String)>(b"SNAPFSXX", "x", &future), Err(Error::Unsupported(_))));
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(decode::<(u32, String)>(b"SNAPFSXX", "x", &trailing).is_err());
+        assert!(decode::<(u32, String)>(b"SNAPFSXX", "x", &bytes[..5]).is_err());
+    }
+}

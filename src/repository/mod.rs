@@ -1,0 +1,336 @@
+//! The repository: content-addressed blobs in pack files, an index of where
+//! each blob is, and opaque snapshot records. This layer knows nothing of
+//! files, trees or snapshots' meaning; `crate::snapshot` builds those on top.
+//!
+//! Write order (docs/FORMAT.md, "Never lose data"): packs, then the index
+//! files that list them, then the snapshot that references them. Each write
+//! is atomic and durable before the next begins, so a crash at any point
+//! leaves at worst packs that nothing references yet.
+
+pub mod backend;
+pub mod config;
+pub mod encoding;
+pub mod index;
+pub mod pack;
+pub mod packer;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::chunker::ChunkerParams;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use backend::{Backend, FileType, LocalBackend};
+use config::Config;
+use index::{BlobLocation, Index, IndexFile};
+use pack::{PackBlob, FOOTER_LEN};
+
+pub use packer::Packer;
+
+/// A repository file that could not be loaded, kept for `check`.
+#[derive(Debug, Clone)]
+pub struct LoadProblem {
+    pub object: String,
+    pub message: String,
+}
+
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    config: Config,
+    index: RwLock<Index>,
+    /// Problems met while loading the index: reported by `check`, warned
+    /// about by everything else, fatal to nothing.
+    index_problems: Vec<LoadProblem>,
+    /// When a blob is missing from the index we read the headers of packs
+    /// that no index lists (an interrupted backup, a lost index file) once.
+    rescanned: Mutex<bool>,
+}
+
+impl Repository {
+    /// Create a new, empty repository at a local path.
+    pub fn init(path: &Path, chunker: ChunkerParams, pack_size: Option<u32>) -> Result<Repository> {
+        chunker.validate()?;
+        let backend = LocalBackend::new(path);
+        if backend.exists(FileType::Config, "config")? {
+            return Err(Error::Invalid(format!(
+                "{} already holds a snapfs repository",
+                path.display()
+            )));
+        }
+        backend.create()?;
+        let mut config = Config::new(chunker);
+        if let Some(size) = pack_size {
+            config.pack_size = size.max(4096);
+        }
+        backend.write(FileType::Config, "config", &config.encode())?;
+        Self::open_backend(Arc::new(backend))
+    }
+
+    pub fn open(path: &Path) -> Result<Repository> {
+        Self::open_backend(Arc::new(LocalBackend::new(path)))
+    }
+
+    pub fn exists(path: &Path) -> bool {
+        path.join("config").is_file()
+    }
+
+    pub fn open_backend(backend: Arc<dyn Backend>) -> Result<Repository> {
+        let bytes = match backend.read(FileType::Config, "config") {
+            Ok(b) => b,
+            Err(Error::NotFound(_)) => {
+                return Err(Error::NotFound(format!(
+                    "no snapfs repository at {} (create one with `snapfs init`)",
+                    backend.location()
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let config = Config::decode(&bytes)?;
+        let mut repo = Repository {
+            backend,
+            config,
+            index: RwLock::new(Index::new()),
+            index_problems: Vec::new(),
+            rescanned: Mutex::new(false),
+        };
+        repo.load_index()?;
+        Ok(repo)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    pub fn index_problems(&self) -> &[LoadProblem] {
+        &self.index_problems
+    }
+
+    /// Read every index file. A damaged one is skipped with a warning: its
+    /// packs are found again by `rescan_unindexed_packs` when needed.
+    fn load_index(&mut self) -> Result<()> {
+        let mut index = Index::new();
+        for (name, _) in self.backend.list(FileType::Index)? {
+            match self.read_index_file(&name) {
+                Ok(file) => index.extend_unsorted(file),
+                Err(e) => {
+                    tracing::warn!("skipping index {name}: {e}");
+                    self.index_problems.push(LoadProblem {
+                        object: format!("index {name}"),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        index.sort();
+        self.index = RwLock::new(index);
+        Ok(())
+    }
+
+    pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
+        let bytes = self.read_verified(FileType::Index, name)?;
+        IndexFile::decode(name, &bytes)
+    }
+
+    /// Read a content-addressed file and check that its name is its hash.
+    pub fn read_verified(&self, kind: FileType, name: &str) -> Result<Vec<u8>> {
+        let bytes = self.backend.read(kind, name)?;
+        if Id::hash(&bytes).to_hex() != name {
+            return Err(Error::corrupt(
+                format!("{} {name}", kind.describe()),
+                "content does not match its name (hash)",
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Write a content-addressed file; returns its id.
+    pub fn write_verified(&self, kind: FileType, bytes: &[u8]) -> Result<Id> {
+        let id = Id::hash(bytes);
+        self.backend.write(kind, &id.to_hex(), bytes)?;
+        Ok(id)
+    }
+
+    pub fn write_index_file(&self, file: &IndexFile) -> Result<Id> {
+        self.write_verified(FileType::Index, &file.encode())
+    }
+
+    pub fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn has_blob(&self, id: &Id) -> bool {
+        self.index().contains(id)
+    }
+
+    /// Where a blob is, rescanning unindexed packs once if it is not listed.
+    pub fn locate(&self, id: &Id) -> Result<BlobLocation> {
+        if let Some(loc) = self.index().lookup(id) {
+            return Ok(loc);
+        }
+        self.rescan_unindexed_packs()?;
+        self.index().lookup(id).ok_or_else(|| {
+            Error::corrupt(format!("blob {id}"), "is missing from the repository")
+        })
+    }
+
+    /// The uncompressed size of a blob, from the index alone.
+    pub fn blob_size(&self, id: &Id) -> Result<u64> {
+        Ok(self.locate(id)?.blob.raw_length as u64)
+    }
+
+    /// Read a blob, decompress it and verify its hash.
+    pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        let stored = self
+            .backend
+            .read_range(FileType::Pack, &loc.pack.to_hex(), loc.blob.offset as u64, loc.blob.length as u64)
+            .map_err(|e| match e {
+                Error::NotFound(_) => Error::corrupt(
+                    format!("{} blob {id}", pack::kind_name(loc.blob.kind)),
+                    format!("its pack {} is missing", loc.pack),
+                ),
+                other => other,
+            })?;
+        pack::decode_blob(&loc.blob, &stored)
+            .map_err(|e| annotate_pack(e, &loc.pack))
+    }
+
+    /// Read a pack's header (from its footer) without reading its data.
+    pub fn read_pack_header(&self, pack: &Id) -> Result<Vec<PackBlob>> {
+        let name = pack.to_hex();
+        let size = self.backend.size(FileType::Pack, &name)?;
+        if size < (pack::LEAD_LEN + FOOTER_LEN) as u64 {
+            return Err(Error::corrupt(format!("pack {name}"), format!("truncated to {size} bytes")));
+        }
+        let footer = self
+            .backend
+            .read_range(FileType::Pack, &name, size - FOOTER_LEN as u64, FOOTER_LEN as u64)?;
+        let (header_len, hash) = pack::parse_footer(&name, &footer, size)?;
+        let header_offset = size - FOOTER_LEN as u64 - header_len as u64;
+        let header = self
+            .backend
+            .read_range(FileType::Pack, &name, header_offset, header_len as u64)?;
+        pack::parse_header(&name, &header, &hash, size)
+    }
+
+    /// Never rescan: `check` wants to see exactly what the index says.
+    pub fn disable_rescan(&self) {
+        *self.rescanned.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    /// Add the packs that no index file lists to the in-memory index. Runs
+    /// at most once per process: it lists every pack.
+    pub fn rescan_unindexed_packs(&self) -> Result<usize> {
+        let mut done = self.rescanned.lock().unwrap_or_else(|e| e.into_inner());
+        if *done {
+            return Ok(0);
+        }
+        *done = true;
+        let mut added = 0;
+        for (name, _) in self.backend.list(FileType::Pack)? {
+            let Ok(id) = Id::from_hex(&name) else { continue };
+            if self.index().contains_pack(&id) {
+                continue;
+            }
+            match self.read_pack_header(&id) {
+                Ok(blobs) => {
+                    added += 1;
+                    self.index_mut().add_pack(id, &blobs);
+                }
+                Err(e) => tracing::warn!("skipping pack {name}: {e}"),
+            }
+        }
+        Ok(added)
+    }
+
+    /// Start writing blobs; `Packer::flush` makes them durable and indexed.
+    pub fn packer(&self) -> Packer<'_> {
+        Packer::new(self)
+    }
+
+    pub fn list_files(&self, kind: FileType) -> Result<Vec<(String, u64)>> {
+        self.backend.list(kind)
+    }
+}
+
+fn annotate_pack(e: Error, pack: &Id) -> Error {
+    match e {
+        Error::Corrupt { object, reason } => Error::Corrupt {
+            object,
+            reason: format!("{reason} (in pack {pack})"),
+        },
+        other => other,
+    }
+}
+
+/// Kinds of blob, re-exported for callers above this layer.
+pub use pack::BlobKind as Kind;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunker::tests::small_params;
+    use pack::BlobKind;
+
+    #[test]
+    fn blobs_survive_a_reopen_and_deduplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path(), small_params(), Some(8192)).unwrap();
+        let packer = repo.packer();
+        let blob = |i: u64| crate::chunker::tests::pseudo_random(1000, i);
+        let mut ids = Vec::new();
+        for i in 0..50 {
+            ids.push(packer.add(BlobKind::Data, &blob(i)).unwrap().0);
+        }
+        let (_, added) = packer.add(BlobKind::Data, &blob(3)).unwrap();
+        assert_eq!(added, 0, "a known blob is not stored twice");
+        packer.flush().unwrap();
+        drop(packer);
+
+        let repo = Repository::open(dir.path()).unwrap();
+        assert!(repo.list_files(FileType::Pack).unwrap().len() > 1, "several packs");
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(repo.load_blob(id).unwrap(), blob(i as u64));
+        }
+    }
+
+    #[test]
+    fn unindexed_packs_are_found_by_rescan() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path(), small_params(), None).unwrap();
+        let packer = repo.packer();
+        let (id, _) = packer.add(BlobKind::Data, b"orphan").unwrap();
+        packer.flush().unwrap();
+        drop(packer);
+        for (name, _) in repo.list_files(FileType::Index).unwrap() {
+            repo.backend().remove(FileType::Index, &name).unwrap();
+        }
+        let repo = Repository::open(dir.path()).unwrap();
+        assert_eq!(repo.load_blob(&id).unwrap(), b"orphan");
+    }
+
+    #[test]
+    fn unknown_config_version_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        Repository::init(dir.path(), small_params(), None).unwrap();
+        let path = dir.path().join("config");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8] = 7;
+        std::fs::write(&path, bytes).unwrap();
+        let err = Repository::open(dir.path()).err().unwrap();
+        assert!(matches!(err, Error::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("version 7"));
+    }
+}

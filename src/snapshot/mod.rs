@@ -1,0 +1,249 @@
+//! Snapshots: the record of one backup, and the trees it points to.
+//!
+//! A snapshot file holds one `Snapshot` record and is named by its hash, so
+//! the name is the snapshot's id and a snapshot can never change. Writing it
+//! is the last step of a backup: it becomes visible only once everything it
+//! references is durable.
+
+pub mod file_reader;
+pub mod tree;
+
+use chrono::{DateTime, FixedOffset, Local, NaiveDate, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repository::backend::FileType;
+use crate::repository::{encoding, Repository};
+pub use tree::{Node, NodeKind, Timestamp, Tree, Xattr};
+
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"SNAPFSSN";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// When the backup started, UTC.
+    pub time: Timestamp,
+    /// The offset from UTC, in seconds, of the clock that took it.
+    pub utc_offset: i32,
+    pub hostname: String,
+    /// The hosting account the snapshot belongs to.
+    pub account: String,
+    /// The source paths as given (absolute), as raw bytes.
+    pub paths: Vec<Vec<u8>>,
+    pub tags: Vec<String>,
+    pub tree: Id,
+    pub parent: Option<Id>,
+    pub summary: Summary,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub files: u64,
+    pub dirs: u64,
+    /// Files whose content was read (new or changed).
+    pub files_read: u64,
+    /// Files taken from the parent snapshot without reading them.
+    pub files_unchanged: u64,
+    /// Bytes of file content read from the source.
+    pub bytes_read: u64,
+    /// Total size of the files in the snapshot.
+    pub bytes_total: u64,
+    /// New, uncompressed bytes added to the repository.
+    pub bytes_added: u64,
+    /// The same bytes as stored (compressed).
+    pub bytes_stored: u64,
+    /// Entries that could not be read: the snapshot is partial if non-zero.
+    pub errors: u64,
+    pub duration_ms: u64,
+}
+
+impl Snapshot {
+    pub fn encode(&self) -> Vec<u8> {
+        encoding::encode(SNAPSHOT_MAGIC, self)
+    }
+
+    pub fn decode(name: &str, bytes: &[u8]) -> Result<Snapshot> {
+        encoding::decode(SNAPSHOT_MAGIC, &format!("snapshot {name}"), bytes)
+    }
+
+    pub fn utc(&self) -> DateTime<Utc> {
+        Utc.timestamp_opt(self.time.secs, self.time.nanos)
+            .single()
+            .unwrap_or_default()
+    }
+
+    /// The time on the clock of the host that took it.
+    pub fn taken_at(&self) -> DateTime<FixedOffset> {
+        let offset = FixedOffset::east_opt(self.utc_offset).unwrap_or(FixedOffset::east_opt(0).expect("0 is valid"));
+        self.utc().with_timezone(&offset)
+    }
+
+    /// The day it belongs to in this host's time zone (or UTC).
+    pub fn local_date(&self, utc: bool) -> NaiveDate {
+        if utc {
+            self.utc().date_naive()
+        } else {
+            self.utc().with_timezone(&Local).date_naive()
+        }
+    }
+
+    pub fn paths_lossy(&self) -> Vec<String> {
+        self.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect()
+    }
+}
+
+/// A snapshot and its id.
+#[derive(Clone, Debug)]
+pub struct SnapshotEntry {
+    pub id: Id,
+    pub snapshot: Snapshot,
+}
+
+/// Write a snapshot record; returns its id. Call only after the packer has
+/// flushed everything the snapshot references.
+pub fn save(repo: &Repository, snapshot: &Snapshot) -> Result<Id> {
+    repo.write_verified(FileType::Snapshot, &snapshot.encode())
+}
+
+pub fn load(repo: &Repository, id: &Id) -> Result<Snapshot> {
+    let name = id.to_hex();
+    let bytes = repo.read_verified(FileType::Snapshot, &name)?;
+    Snapshot::decode(&name, &bytes)
+}
+
+/// Every readable snapshot, oldest first, and the damaged ones separately:
+/// one garbage snapshot file must not hide the others.
+pub fn list(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Vec<(String, Error)>)> {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for (name, _) in repo.list_files(FileType::Snapshot)? {
+        let loaded = Id::from_hex(&name)
+            .map_err(|_| Error::corrupt(format!("snapshot {name}"), "name is not an id"))
+            .and_then(|id| Ok(SnapshotEntry { id, snapshot: load(repo, &id)? }));
+        match loaded {
+            Ok(entry) => good.push(entry),
+            Err(e) => bad.push((name, e)),
+        }
+    }
+    good.sort_by(|a, b| (a.snapshot.time, a.id).cmp(&(b.snapshot.time, b.id)));
+    Ok((good, bad))
+}
+
+/// Every readable snapshot, warning about damaged ones on stderr.
+pub fn list_warn(repo: &Repository) -> Result<Vec<SnapshotEntry>> {
+    let (good, bad) = list(repo)?;
+    for (_, e) in bad {
+        tracing::warn!("{e}");
+    }
+    Ok(good)
+}
+
+/// Find one snapshot by id or unique id prefix, `latest`, or a local date
+/// `YYYY-MM-DD` (the newest snapshot of that day), within one account if given.
+pub fn select(entries: &[SnapshotEntry], selector: &str, account: Option<&str>) -> Result<SnapshotEntry> {
+    let candidates: Vec<&SnapshotEntry> = entries
+        .iter()
+        .filter(|e| account.is_none_or(|a| e.snapshot.account == a))
+        .collect();
+    let scope = || account.map(|a| format!(" of account {a}")).unwrap_or_default();
+    if selector == "latest" {
+        return candidates
+            .last()
+            .map(|e| (*e).clone())
+            .ok_or_else(|| Error::NotFound(format!("no snapshots{}", scope())));
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(selector, "%Y-%m-%d") {
+        return candidates
+            .iter()
+            .rev()
+            .find(|e| e.snapshot.local_date(false) == date)
+            .map(|e| (*e).clone())
+            .ok_or_else(|| Error::NotFound(format!("no snapshot{} on {date}", scope())));
+    }
+    let lower = selector.to_ascii_lowercase();
+    if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::Invalid(format!(
+            "{selector:?} is not a snapshot id, `latest` or a date YYYY-MM-DD"
+        )));
+    }
+    let matches: Vec<&&SnapshotEntry> = candidates.iter().filter(|e| e.id.to_hex().starts_with(&lower)).collect();
+    match matches.as_slice() {
+        [one] => Ok((**one).clone()),
+        [] => Err(Error::NotFound(format!("no snapshot{} has an id starting with {selector}", scope()))),
+        many => Err(Error::Invalid(format!(
+            "{selector} is ambiguous: {} snapshots start with it",
+            many.len()
+        ))),
+    }
+}
+
+pub fn load_tree(repo: &Repository, id: &Id) -> Result<Tree> {
+    let bytes = repo.load_blob(id)?;
+    Tree::decode(id, &bytes)
+}
+
+/// The node at `path` (slash-separated, relative to the snapshot root) and,
+/// for the root itself, a synthetic directory node.
+pub fn resolve(repo: &Repository, root: &Id, path: &[u8]) -> Result<Node> {
+    let mut node = Node {
+        kind: NodeKind::Dir,
+        mode: 0o755,
+        subtree: Some(*root),
+        ..Node::default()
+    };
+    for part in path.split(|&b| b == b'/').filter(|p| !p.is_empty() && *p != b".") {
+        let Some(subtree) = node.subtree.filter(|_| node.is_dir()) else {
+            return Err(Error::NotFound(format!(
+                "{} is not a directory",
+                String::from_utf8_lossy(&node.name)
+            )));
+        };
+        let tree = load_tree(repo, &subtree)?;
+        node = tree.find(part).cloned().ok_or_else(|| {
+            Error::NotFound(format!("{} is not in the snapshot", String::from_utf8_lossy(path)))
+        })?;
+    }
+    Ok(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u8, secs: i64, account: &str) -> SnapshotEntry {
+        let snapshot = Snapshot {
+            time: Timestamp { secs, nanos: 0 },
+            utc_offset: 0,
+            hostname: "h".into(),
+            account: account.into(),
+            paths: vec![b"/home/a".to_vec()],
+            tags: vec![],
+            tree: Id::default(),
+            parent: None,
+            summary: Summary::default(),
+        };
+        let mut id = Id::hash(&[n]);
+        id.0[0] = n; // predictable prefixes
+        SnapshotEntry { id, snapshot }
+    }
+
+    #[test]
+    fn select_by_latest_prefix_and_account() {
+        let entries = vec![entry(0x11, 100, "a"), entry(0x12, 200, "b"), entry(0x21, 300, "a")];
+        assert_eq!(select(&entries, "latest", None).unwrap().id, entries[2].id);
+        assert_eq!(select(&entries, "latest", Some("b")).unwrap().id, entries[1].id);
+        assert_eq!(select(&entries, "21", None).unwrap().id, entries[2].id);
+        assert!(matches!(select(&entries, "1", None), Err(Error::Invalid(_))));
+        assert!(matches!(select(&entries, "99", None), Err(Error::NotFound(_))));
+        assert!(matches!(select(&entries, "latest", Some("zz")), Err(Error::NotFound(_))));
+        assert!(select(&entries, "not-an-id", None).is_err());
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let e = entry(1, 1_764_000_000, "alice");
+        let bytes = e.snapshot.encode();
+        assert_eq!(Snapshot::decode("x", &bytes).unwrap(), e.snapshot);
+        assert!(Snapshot::decode("x", &bytes[..bytes.len() - 3]).is_err());
+    }
+}

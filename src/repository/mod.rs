@@ -14,6 +14,7 @@ pub mod index;
 pub mod pack;
 pub mod packer;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -44,6 +45,8 @@ pub struct Repository {
     /// When a blob is missing from the index we read the headers of packs
     /// that no index lists (an interrupted backup, a lost index file) once.
     rescanned: Mutex<bool>,
+    /// Names of the index files already in `index`.
+    loaded_index_files: Mutex<HashSet<String>>,
 }
 
 impl Repository {
@@ -92,6 +95,7 @@ impl Repository {
             index: RwLock::new(Index::new()),
             index_problems: Vec::new(),
             rescanned: Mutex::new(false),
+            loaded_index_files: Mutex::new(HashSet::new()),
         };
         repo.load_index()?;
         Ok(repo)
@@ -117,9 +121,13 @@ impl Repository {
     /// packs are found again by `rescan_unindexed_packs` when needed.
     fn load_index(&mut self) -> Result<()> {
         let mut index = Index::new();
+        let mut loaded = HashSet::new();
         for (name, _) in self.backend.list(FileType::Index)? {
             match self.read_index_file(&name) {
-                Ok(file) => index.extend_unsorted(file),
+                Ok(file) => {
+                    index.extend_unsorted(file);
+                    loaded.insert(name);
+                }
                 Err(e) => {
                     tracing::warn!("skipping index {name}: {e}");
                     self.index_problems.push(LoadProblem {
@@ -131,7 +139,36 @@ impl Repository {
         }
         index.sort();
         self.index = RwLock::new(index);
+        self.loaded_index_files = Mutex::new(loaded);
         Ok(())
+    }
+
+    /// Load index files written since this repository was opened (by
+    /// backups running meanwhile), for long-lived readers such as a mount.
+    /// Returns how many were added; damaged ones are skipped with a warning.
+    pub fn refresh_index(&self) -> Result<usize> {
+        let names = self.backend.list(FileType::Index)?;
+        let mut added = 0;
+        for (name, _) in names {
+            if self.loaded_index_files.lock().unwrap_or_else(|e| e.into_inner()).contains(&name) {
+                continue;
+            }
+            match self.read_index_file(&name) {
+                Ok(file) => {
+                    let mut index = self.index_mut();
+                    for pack in &file.packs {
+                        index.add_pack(pack.id, &pack.blobs);
+                    }
+                    drop(index);
+                    added += 1;
+                }
+                Err(e) => tracing::warn!("skipping index {name}: {e}"),
+            }
+            self.loaded_index_files.lock().unwrap_or_else(|e| e.into_inner()).insert(name);
+        }
+        // Packs may have appeared too: allow one more rescan on a miss.
+        *self.rescanned.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        Ok(added)
     }
 
     pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
@@ -319,6 +356,20 @@ mod tests {
         }
         let repo = Repository::open(dir.path()).unwrap();
         assert_eq!(repo.load_blob(&id).unwrap(), b"orphan");
+    }
+
+    #[test]
+    fn refresh_sees_blobs_written_by_another_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let reader = Repository::init(dir.path(), small_params(), None).unwrap();
+        let writer = Repository::open(dir.path()).unwrap();
+        let packer = writer.packer();
+        let (id, _) = packer.add(BlobKind::Data, b"new").unwrap();
+        packer.flush().unwrap();
+        assert!(!reader.has_blob(&id));
+        assert_eq!(reader.refresh_index().unwrap(), 1);
+        assert_eq!(reader.load_blob(&id).unwrap(), b"new");
+        assert_eq!(reader.refresh_index().unwrap(), 0);
     }
 
     #[test]

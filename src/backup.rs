@@ -59,9 +59,14 @@ pub fn run(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> {
     let started = Instant::now();
     let sources = resolve_sources(&opts.paths)?;
     let (time, utc_offset) = opts.time.unwrap_or_else(now);
-    let abs_paths: Vec<Vec<u8>> = sources.iter().map(|s| s.path.as_os_str().as_bytes().to_vec()).collect();
+    let abs_paths: Vec<Vec<u8>> = sources
+        .iter()
+        .map(|s| s.path.as_os_str().as_bytes().to_vec())
+        .collect();
     let parent = find_parent(repo, &opts.account, &abs_paths)?;
-    let parent_root = parent.as_ref().and_then(|p| snapshot::load_tree(repo, &p.snapshot.tree).ok());
+    let parent_root = parent
+        .as_ref()
+        .and_then(|p| snapshot::load_tree(repo, &p.snapshot.tree).ok());
 
     let excludes = build_excludes(&opts.excludes)?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -91,7 +96,9 @@ pub fn run(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> {
         };
         let root = walker.backup_root(&sources, parent_root.as_ref());
         // Dropping the walker closes the job queue so the workers exit.
-        let Walker { summary, warnings, .. } = walker;
+        let Walker {
+            summary, warnings, ..
+        } = walker;
         root.map(|root| (root, summary, warnings))
     });
     progress.finish();
@@ -114,28 +121,39 @@ pub fn run(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> {
         summary,
     };
     let id = snapshot::save(repo, &snapshot)?;
-    Ok(BackupOutcome { id, snapshot, warnings })
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        warnings,
+    })
 }
 
 fn now() -> (Timestamp, i32) {
     let local = chrono::Local::now();
     let utc = local.to_utc();
     (
-        Timestamp { secs: utc.timestamp(), nanos: utc.timestamp_subsec_nanos() },
+        Timestamp {
+            secs: utc.timestamp(),
+            nanos: utc.timestamp_subsec_nanos(),
+        },
         local.offset().local_minus_utc(),
     )
 }
 
 fn resolve_sources(paths: &[PathBuf]) -> Result<Vec<Source>> {
     if paths.is_empty() {
-        return Err(Error::Invalid("nothing to back up: give at least one path".into()));
+        return Err(Error::Invalid(
+            "nothing to back up: give at least one path".into(),
+        ));
     }
     let mut sources = Vec::new();
     let mut names = HashSet::new();
     for path in paths {
         let abs = std::path::absolute(path).at(path)?;
         fs::symlink_metadata(&abs).at(&abs)?;
-        let name = abs.file_name().map_or(b"root".to_vec(), |n| n.as_bytes().to_vec());
+        let name = abs
+            .file_name()
+            .map_or(b"root".to_vec(), |n| n.as_bytes().to_vec());
         if paths.len() > 1 && !names.insert(name.clone()) {
             return Err(Error::Invalid(format!(
                 "two paths are both called {} in the snapshot root; back them up separately",
@@ -144,11 +162,18 @@ fn resolve_sources(paths: &[PathBuf]) -> Result<Vec<Source>> {
         }
         sources.push(Source { path: abs, name });
     }
+    // Trees are sorted by name; so are the sources that become the root's
+    // entries (and the recorded paths, so the parent is found in any order).
+    sources.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(sources)
 }
 
 /// The newest snapshot of the same account and source paths.
-fn find_parent(repo: &Repository, account: &str, paths: &[Vec<u8>]) -> Result<Option<SnapshotEntry>> {
+fn find_parent(
+    repo: &Repository,
+    account: &str,
+    paths: &[Vec<u8>],
+) -> Result<Option<SnapshotEntry>> {
     let snapshots = snapshot::list_warn(repo)?;
     Ok(snapshots
         .into_iter()
@@ -159,10 +184,13 @@ fn find_parent(repo: &Repository, account: &str, paths: &[Vec<u8>]) -> Result<Op
 fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
     let mut builder = GlobSetBuilder::new();
     for p in patterns {
-        let glob = Glob::new(p).map_err(|e| Error::Invalid(format!("bad --exclude pattern {p:?}: {e}")))?;
+        let glob = Glob::new(p)
+            .map_err(|e| Error::Invalid(format!("bad --exclude pattern {p:?}: {e}")))?;
         builder.add(glob);
     }
-    builder.build().map_err(|e| Error::Invalid(format!("bad --exclude patterns: {e}")))
+    builder
+        .build()
+        .map_err(|e| Error::Invalid(format!("bad --exclude patterns: {e}")))
 }
 
 /// Mount points of snapfs file systems: a user's home holds one under
@@ -187,7 +215,12 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() + 0 && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -267,7 +300,9 @@ impl Walker<'_> {
                 }
             };
             let dev = meta.dev();
-            if let Some(entry) = self.backup_entry(&source.path, &source.name, &meta, parent_node, dev)? {
+            if let Some(entry) =
+                self.backup_entry(&source.path, &source.name, &meta, parent_node, dev)?
+            {
                 entries.push(entry);
             }
         }
@@ -302,7 +337,9 @@ impl Walker<'_> {
                 }
             };
             let parent_node = parent.and_then(|t| t.find(name.as_bytes()));
-            if let Some(entry) = self.backup_entry(&child, name.as_bytes(), &meta, parent_node, dev)? {
+            if let Some(entry) =
+                self.backup_entry(&child, name.as_bytes(), &meta, parent_node, dev)?
+            {
                 entries.push(entry);
             }
         }
@@ -373,7 +410,9 @@ impl Walker<'_> {
     ) -> Result<Option<Entry>> {
         self.summary.files += 1;
         self.progress.file(path, node.size);
-        if let Some(p) = parent.filter(|p| unchanged(p, &node) && p.content.iter().all(|id| self.repo.has_blob(id))) {
+        if let Some(p) = parent
+            .filter(|p| unchanged(p, &node) && p.content.iter().all(|id| self.repo.has_blob(id)))
+        {
             node.content = p.content.clone();
             self.summary.files_unchanged += 1;
             self.summary.bytes_total += node.size;
@@ -403,7 +442,11 @@ impl Walker<'_> {
             read += chunk.len() as u64;
             self.progress.bytes(chunk.len() as u64);
             let (tx, rx) = bounded(1);
-            let job = ChunkJob { data: chunk.to_vec(), kind: BlobKind::Data, result: tx };
+            let job = ChunkJob {
+                data: chunk.to_vec(),
+                kind: BlobKind::Data,
+                result: tx,
+            };
             if self.jobs.send(job).is_err() {
                 return Err(Error::Invalid("backup workers stopped unexpectedly".into()));
             }
@@ -413,7 +456,10 @@ impl Walker<'_> {
         self.summary.bytes_read += read;
         self.summary.bytes_total += read;
         if let Ok(after) = fs::symlink_metadata(path) {
-            if after.size() != meta.size() || after.mtime() != meta.mtime() || after.mtime_nsec() != meta.mtime_nsec() {
+            if after.size() != meta.size()
+                || after.mtime() != meta.mtime()
+                || after.mtime_nsec() != meta.mtime_nsec()
+            {
                 self.warn(path, "changed while it was read; stored what was read");
             }
         }
@@ -432,9 +478,9 @@ impl Walker<'_> {
                 Entry::Pending(PendingFile { mut node, chunks }) => {
                     node.content.reserve(chunks.len());
                     for rx in chunks {
-                        let id = rx
-                            .recv()
-                            .map_err(|_| Error::Invalid("backup worker stopped unexpectedly".into()))??;
+                        let id = rx.recv().map_err(|_| {
+                            Error::Invalid("backup worker stopped unexpectedly".into())
+                        })??;
                         node.content.push(id);
                     }
                     nodes.push(node);
@@ -492,7 +538,11 @@ mod tests {
         assert!(!has_cachedir_tag(dir.path()));
         fs::write(dir.path().join("CACHEDIR.TAG"), "not it").unwrap();
         assert!(!has_cachedir_tag(dir.path()));
-        fs::write(dir.path().join("CACHEDIR.TAG"), "Signature: 8a477f597d28d172789f06886806bc55\n").unwrap();
+        fs::write(
+            dir.path().join("CACHEDIR.TAG"),
+            "Signature: 8a477f597d28d172789f06886806bc55\n",
+        )
+        .unwrap();
         assert!(has_cachedir_tag(dir.path()));
     }
 }

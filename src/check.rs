@@ -59,7 +59,12 @@ pub fn run(repo: &Repository, read_data: bool) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let mut damage: Vec<Damage> = Vec::new();
     let mut record = |object: String, problem: String| {
-        damage.push(Damage { object, problem, affected: Vec::new(), affected_total: 0 });
+        damage.push(Damage {
+            object,
+            problem,
+            affected: Vec::new(),
+            affected_total: 0,
+        });
     };
 
     for p in repo.index_problems() {
@@ -97,7 +102,10 @@ pub fn run(repo: &Repository, read_data: bool) -> Result<CheckReport> {
             Some(indexed) => {
                 let in_header: HashSet<_> = header.iter().collect();
                 if let Some(b) = indexed.iter().find(|b| !in_header.contains(b)) {
-                    record(format!("pack {pack}"), format!("header disagrees with the index about blob {}", b.id));
+                    record(
+                        format!("pack {pack}"),
+                        format!("header disagrees with the index about blob {}", b.id),
+                    );
                 }
             }
             None => {
@@ -109,7 +117,10 @@ pub fn run(repo: &Repository, read_data: bool) -> Result<CheckReport> {
         }
     }
     for pack in by_pack.keys().filter(|p| !files.contains(p)) {
-        record(format!("pack {pack}"), "is listed in the index but missing".into());
+        record(
+            format!("pack {pack}"),
+            "is listed in the index but missing".into(),
+        );
         mark_pack_bad(&by_pack, pack, "its pack is missing", &mut bad_blobs);
     }
 
@@ -146,7 +157,10 @@ pub fn run(repo: &Repository, read_data: bool) -> Result<CheckReport> {
         });
     }
     for (pack, blobs) in &unindexed {
-        if !blobs.iter().any(|b| walker.needed_unindexed.contains(&b.id)) {
+        if !blobs
+            .iter()
+            .any(|b| walker.needed_unindexed.contains(&b.id))
+        {
             report.unreferenced_packs.push(pack.to_hex());
         }
     }
@@ -175,14 +189,25 @@ fn read_pack(
         Err(e) => return record(format!("pack {name}"), e.to_string()),
     };
     if Id::hash(&bytes) != *pack {
-        record(format!("pack {name}"), "content does not match its name (hash)".into());
+        record(
+            format!("pack {name}"),
+            "content does not match its name (hash)".into(),
+        );
     }
-    let Ok(blobs) = pack::parse_pack(&name, &bytes) else { return };
+    let Ok(blobs) = pack::parse_pack(&name, &bytes) else {
+        return;
+    };
     for blob in blobs {
         report.blobs_read += 1;
         let stored = &bytes[blob.offset as usize..(blob.offset + blob.length) as usize];
         if let Err(e) = pack::decode_blob(&blob, stored) {
-            bad_blobs.insert(blob.id, (format!("{} blob {}", pack::kind_name(blob.kind), blob.id), e.to_string()));
+            bad_blobs.insert(
+                blob.id,
+                (
+                    format!("{} blob {}", pack::kind_name(blob.kind), blob.id),
+                    e.to_string(),
+                ),
+            );
         }
     }
 }
@@ -213,9 +238,15 @@ impl TreeWalker<'_> {
         }
         if self.unindexed.contains(id) {
             self.needed_unindexed.insert(*id);
-            return Some((format!("{kind} blob {id}"), "is in a pack but missing from the index".into()));
+            return Some((
+                format!("{kind} blob {id}"),
+                "is in a pack but missing from the index".into(),
+            ));
         }
-        Some((format!("{kind} blob {id}"), "is missing from the repository".into()))
+        Some((
+            format!("{kind} blob {id}"),
+            "is missing from the repository".into(),
+        ))
     }
 
     fn tree(&mut self, id: &Id) -> Rc<Vec<Found>> {
@@ -224,7 +255,11 @@ impl TreeWalker<'_> {
         }
         let mut found = Vec::new();
         if let Some((object, problem)) = self.blob_problem(id, "tree") {
-            found.push(Found { object, problem, path: String::new() });
+            found.push(Found {
+                object,
+                problem,
+                path: String::new(),
+            });
         }
         // Still try to read it: a tree only missing from the index is readable.
         match snapshot::load_tree(self.repo, id) {
@@ -238,7 +273,11 @@ impl TreeWalker<'_> {
                                     found.push(Found {
                                         object: f.object.clone(),
                                         problem: f.problem.clone(),
-                                        path: if f.path.is_empty() { name.clone() } else { format!("{name}/{}", f.path) },
+                                        path: if f.path.is_empty() {
+                                            name.clone()
+                                        } else {
+                                            format!("{name}/{}", f.path)
+                                        },
                                     });
                                 }
                             }
@@ -251,7 +290,11 @@ impl TreeWalker<'_> {
                         NodeKind::File => {
                             for chunk in &node.content {
                                 if let Some((object, problem)) = self.blob_problem(chunk, "data") {
-                                    found.push(Found { object, problem, path: name.clone() });
+                                    found.push(Found {
+                                        object,
+                                        problem,
+                                        path: name.clone(),
+                                    });
                                 }
                             }
                         }
@@ -259,9 +302,11 @@ impl TreeWalker<'_> {
                     }
                 }
             }
-            Err(e) if found.is_empty() => {
-                found.push(Found { object: format!("tree {id}"), problem: e.to_string(), path: String::new() })
-            }
+            Err(e) if found.is_empty() => found.push(Found {
+                object: format!("tree {id}"),
+                problem: e.to_string(),
+                path: String::new(),
+            }),
             Err(_) => {}
         }
         let found = Rc::new(found);

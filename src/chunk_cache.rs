@@ -58,7 +58,10 @@ impl ChunkCache {
 
     pub fn stats(&self) -> CacheStats {
         let s = self.state();
-        CacheStats { bytes: s.bytes, entries: s.lru.len() }
+        CacheStats {
+            bytes: s.bytes,
+            entries: s.lru.len(),
+        }
     }
 
     /// A cached chunk without fetching.
@@ -86,7 +89,10 @@ impl ChunkCache {
         if !leader {
             let mut result = inflight.result.lock().unwrap_or_else(|e| e.into_inner());
             while result.is_none() {
-                result = inflight.ready.wait(result).unwrap_or_else(|e| e.into_inner());
+                result = inflight
+                    .ready
+                    .wait(result)
+                    .unwrap_or_else(|e| e.into_inner());
             }
             return match result.as_ref().expect("set before notify") {
                 Ok(chunk) => Ok(chunk.clone()),
@@ -149,7 +155,13 @@ mod tests {
     #[test]
     fn oversized_chunks_pass_through_uncached() {
         let cache = ChunkCache::new(10);
-        assert_eq!(cache.get(&Id::hash(b"x"), || Ok(vec![1; 50])).unwrap().len(), 50);
+        assert_eq!(
+            cache
+                .get(&Id::hash(b"x"), || Ok(vec![1; 50]))
+                .unwrap()
+                .len(),
+            50
+        );
         assert_eq!(cache.stats().entries, 0);
     }
 
@@ -183,7 +195,9 @@ mod tests {
     fn errors_are_not_cached() {
         let cache = ChunkCache::new(1000);
         let id = Id::hash(b"bad");
-        assert!(cache.get(&id, || Err(Error::corrupt("data blob", "flipped"))).is_err());
+        assert!(cache
+            .get(&id, || Err(Error::corrupt("data blob", "flipped")))
+            .is_err());
         assert!(cache.get(&id, || Ok(vec![1])).is_ok());
     }
 }

@@ -41,7 +41,9 @@ impl Default for ChunkerParams {
 impl ChunkerParams {
     /// Reject sizes that FastCDC does not support, before they reach a config.
     pub fn validate(&self) -> Result<()> {
-        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
+        use fastcdc::v2020::{
+            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+        };
         let (min, avg, max) = (
             self.min_size as usize,
             self.avg_size as usize,
@@ -74,7 +76,10 @@ pub struct Chunker {
 
 impl Chunker {
     pub fn new(params: ChunkerParams) -> Chunker {
-        Chunker { params, buf: Vec::new() }
+        Chunker {
+            params,
+            buf: Vec::new(),
+        }
     }
 
     /// Chunks of one stream, in order.
@@ -208,9 +213,10 @@ pub(crate) mod tests {
     }
 
     const GOLDEN_SMALL: &[usize] = &[
-        6602, 1747, 4592, 2466, 3955, 4206, 1123, 2038, 4951, 1348, 1597, 4507, 2545, 4134, 4215, 2782,
-        2936, 10429, 2573, 1345, 3297, 9178, 1322, 5045, 3014, 1302, 5853, 2888, 5285, 4932, 4110, 4716,
-        2964, 5435, 7396, 4118, 3282, 4671, 6174, 4191, 4420, 5081, 3455, 10247, 5308, 5588, 6290, 347,
+        6602, 1747, 4592, 2466, 3955, 4206, 1123, 2038, 4951, 1348, 1597, 4507, 2545, 4134, 4215,
+        2782, 2936, 10429, 2573, 1345, 3297, 9178, 1322, 5045, 3014, 1302, 5853, 2888, 5285, 4932,
+        4110, 4716, 2964, 5435, 7396, 4118, 3282, 4671, 6174, 4191, 4420, 5081, 3455, 10247, 5308,
+        5588, 6290, 347,
     ];
     const GOLDEN_DEFAULT: &[usize] = &[1148735, 1313678, 3184822, 644221];
 

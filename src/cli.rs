@@ -26,7 +26,11 @@ pub mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "snapfs", version, about = "Deduplicating daily backups, browsable as dated read-only folders")]
+#[command(
+    name = "snapfs",
+    version,
+    about = "Deduplicating daily backups, browsable as dated read-only folders"
+)]
 pub struct Cli {
     #[command(flatten)]
     global: Global,
@@ -129,7 +133,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
         }
     };
     init_logging();
@@ -186,10 +194,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Init(args) => init(g, args),
         Command::Backup(args) => run_backup(g, args),
         Command::Snapshots { account } => snapshots(g, account),
-        Command::Ls { snapshot, path, long, recursive, account } => {
-            run_ls(g, &snapshot, path, long, recursive, account.as_deref())
-        }
-        Command::Restore { snapshot, target, account } => run_restore(g, &snapshot, &target, account.as_deref()),
+        Command::Ls {
+            snapshot,
+            path,
+            long,
+            recursive,
+            account,
+        } => run_ls(g, &snapshot, path, long, recursive, account.as_deref()),
+        Command::Restore {
+            snapshot,
+            target,
+            account,
+        } => run_restore(g, &snapshot, &target, account.as_deref()),
         Command::Check { read_data } => run_check(g, read_data),
     }
 }
@@ -202,7 +218,11 @@ fn parse_chunk_sizes(text: &str) -> anyhow::Result<ChunkerParams> {
     let size = |s: &str| -> anyhow::Result<u32> {
         Ok(u32::try_from(parse_size(s).map_err(anyhow::Error::msg)?)?)
     };
-    Ok(ChunkerParams { min_size: size(min)?, avg_size: size(avg)?, max_size: size(max)? })
+    Ok(ChunkerParams {
+        min_size: size(min)?,
+        avg_size: size(avg)?,
+        max_size: size(max)?,
+    })
 }
 
 fn init(g: &Global, args: InitArgs) -> anyhow::Result<u8> {
@@ -217,9 +237,16 @@ fn init(g: &Global, args: InitArgs) -> anyhow::Result<u8> {
     };
     let repo = Repository::init(&path, chunker, pack_size)?;
     if g.json {
-        println!("{}", json!({"repository": repo.location(), "id": repo.config().id.to_hex()}));
+        println!(
+            "{}",
+            json!({"repository": repo.location(), "id": repo.config().id.to_hex()})
+        );
     } else {
-        println!("created snapfs repository {} at {}", repo.config().id.short(), repo.location());
+        println!(
+            "created snapfs repository {} at {}",
+            repo.config().id.short(),
+            repo.location()
+        );
     }
     Ok(exit::OK)
 }
@@ -229,8 +256,12 @@ fn parse_time(text: &str) -> anyhow::Result<(Timestamp, i32)> {
         t
     } else {
         let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
-            .or_else(|_| NaiveDateTime::parse_from_str(&format!("{text} 00:00:00"), "%Y-%m-%d %H:%M:%S"))
-            .with_context(|| format!("--time {text:?}: expected \"YYYY-MM-DD HH:MM:SS\" or RFC 3339"))?;
+            .or_else(|_| {
+                NaiveDateTime::parse_from_str(&format!("{text} 00:00:00"), "%Y-%m-%d %H:%M:%S")
+            })
+            .with_context(|| {
+                format!("--time {text:?}: expected \"YYYY-MM-DD HH:MM:SS\" or RFC 3339")
+            })?;
         Local
             .from_local_datetime(&naive)
             .earliest()
@@ -239,7 +270,10 @@ fn parse_time(text: &str) -> anyhow::Result<(Timestamp, i32)> {
     };
     let utc = local.to_utc();
     Ok((
-        Timestamp { secs: utc.timestamp(), nanos: utc.timestamp_subsec_nanos() },
+        Timestamp {
+            secs: utc.timestamp(),
+            nanos: utc.timestamp_subsec_nanos(),
+        },
         local.offset().local_minus_utc(),
     ))
 }
@@ -249,7 +283,10 @@ fn run_backup(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
     let repo = if Repository::exists(&path) {
         Repository::open(&path)?
     } else {
-        eprintln!("snapfs: no repository at {} yet; creating one", path.display());
+        eprintln!(
+            "snapfs: no repository at {} yet; creating one",
+            path.display()
+        );
         Repository::init(&path, ChunkerParams::default(), None)?
     };
     let opts = backup::BackupOptions {
@@ -263,7 +300,10 @@ fn run_backup(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
         progress: !g.json,
     };
     let outcome = backup::run(&repo, &opts)?;
-    let entry = SnapshotEntry { id: outcome.id, snapshot: outcome.snapshot };
+    let entry = SnapshotEntry {
+        id: outcome.id,
+        snapshot: outcome.snapshot,
+    };
     if g.json {
         let mut value = snapshot_json(&entry);
         value["warnings"] = json!(outcome.warnings);
@@ -287,7 +327,11 @@ fn run_backup(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
             }
         );
     }
-    Ok(if outcome.warnings.is_empty() { exit::OK } else { exit::PARTIAL })
+    Ok(if outcome.warnings.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
 }
 
 pub fn snapshot_json(e: &SnapshotEntry) -> serde_json::Value {
@@ -328,7 +372,10 @@ fn snapshots(g: &Global, account: Option<String>) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(exit::OK);
     }
-    println!("{:<8}  {:<25}  {:<12}  {:<12}  {:>10}  paths", "id", "time", "account", "host", "size");
+    println!(
+        "{:<8}  {:<25}  {:<12}  {:<12}  {:>10}  paths",
+        "id", "time", "account", "host", "size"
+    );
     for e in &entries {
         let s = &e.snapshot;
         println!(
@@ -345,7 +392,11 @@ fn snapshots(g: &Global, account: Option<String>) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-fn select(repo: &Repository, selector: &str, account: Option<&str>) -> anyhow::Result<SnapshotEntry> {
+fn select(
+    repo: &Repository,
+    selector: &str,
+    account: Option<&str>,
+) -> anyhow::Result<SnapshotEntry> {
     let entries = snapshot::list_warn(repo)?;
     Ok(snapshot::select(&entries, selector, account)?)
 }
@@ -361,7 +412,9 @@ fn run_ls(
     use std::os::unix::ffi::OsStrExt;
     let repo = open(g)?;
     let entry = select(&repo, selector, account)?;
-    let path = path.map(|p| p.as_os_str().as_bytes().to_vec()).unwrap_or_default();
+    let path = path
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .unwrap_or_default();
     let listed = ls::list(&repo, &entry.snapshot, &path, recursive)?;
     if g.json {
         let items: Vec<_> = listed.iter().map(|(p, n)| ls::to_listed(p, n)).collect();
@@ -378,7 +431,12 @@ fn run_ls(
     Ok(exit::OK)
 }
 
-fn run_restore(g: &Global, spec: &str, target: &std::path::Path, account: Option<&str>) -> anyhow::Result<u8> {
+fn run_restore(
+    g: &Global,
+    spec: &str,
+    target: &std::path::Path,
+    account: Option<&str>,
+) -> anyhow::Result<u8> {
     let (selector, path) = spec.split_once(':').unwrap_or((spec, ""));
     let repo = open(g)?;
     let entry = select(&repo, selector, account)?;
@@ -404,7 +462,11 @@ fn run_restore(g: &Global, spec: &str, target: &std::path::Path, account: Option
             }
         );
     }
-    Ok(if outcome.errors.is_empty() { exit::OK } else { exit::DAMAGED })
+    Ok(if outcome.errors.is_empty() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    })
 }
 
 fn run_check(g: &Global, read_data: bool) -> anyhow::Result<u8> {
@@ -430,9 +492,21 @@ fn run_check(g: &Global, read_data: bool) -> anyhow::Result<u8> {
             report.snapshots,
             report.trees,
             report.packs,
-            if read_data { format!(", {} blobs read", report.blobs_read) } else { String::new() },
-            if report.is_ok() { "no errors".to_string() } else { format!("{} problems", report.damage.len()) }
+            if read_data {
+                format!(", {} blobs read", report.blobs_read)
+            } else {
+                String::new()
+            },
+            if report.is_ok() {
+                "no errors".to_string()
+            } else {
+                format!("{} problems", report.damage.len())
+            }
         );
     }
-    Ok(if report.is_ok() { exit::OK } else { exit::DAMAGED })
+    Ok(if report.is_ok() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    })
 }

@@ -33,7 +33,12 @@ pub struct Listed {
 
 /// The entries at `path`: a directory's children (recursively if asked),
 /// or the node itself when it is not a directory.
-pub fn list(repo: &Repository, root: &snapshot::Snapshot, path: &[u8], recursive: bool) -> Result<Vec<(Vec<u8>, Node)>> {
+pub fn list(
+    repo: &Repository,
+    root: &snapshot::Snapshot,
+    path: &[u8],
+    recursive: bool,
+) -> Result<Vec<(Vec<u8>, Node)>> {
     let node = snapshot::resolve(repo, &root.tree, path)?;
     let base: Vec<u8> = path.iter().copied().skip_while(|&b| b == b'/').collect();
     let mut out = Vec::new();
@@ -44,7 +49,13 @@ pub fn list(repo: &Repository, root: &snapshot::Snapshot, path: &[u8], recursive
     Ok(out)
 }
 
-fn walk(repo: &Repository, tree: &crate::id::Id, prefix: &[u8], recursive: bool, out: &mut Vec<(Vec<u8>, Node)>) -> Result<()> {
+fn walk(
+    repo: &Repository,
+    tree: &crate::id::Id,
+    prefix: &[u8],
+    recursive: bool,
+    out: &mut Vec<(Vec<u8>, Node)>,
+) -> Result<()> {
     let tree = snapshot::load_tree(repo, tree)?;
     for node in tree.nodes {
         let mut path = prefix.to_vec();
@@ -125,8 +136,16 @@ pub fn to_listed(path: &[u8], node: &Node) -> Listed {
 }
 
 pub fn long_line(path: &[u8], node: &Node) -> String {
-    let owner = if node.user.is_empty() { node.uid.to_string() } else { node.user.clone() };
-    let group = if node.group.is_empty() { node.gid.to_string() } else { node.group.clone() };
+    let owner = if node.user.is_empty() {
+        node.uid.to_string()
+    } else {
+        node.user.clone()
+    };
+    let group = if node.group.is_empty() {
+        node.gid.to_string()
+    } else {
+        node.group.clone()
+    };
     let mut line = format!(
         "{} {:>3} {:<8} {:<8} {:>12} {} {}",
         mode_string(node),
@@ -150,9 +169,17 @@ mod tests {
 
     #[test]
     fn modes_like_ls() {
-        let node = Node { kind: NodeKind::Dir, mode: 0o1777, ..Node::default() };
+        let node = Node {
+            kind: NodeKind::Dir,
+            mode: 0o1777,
+            ..Node::default()
+        };
         assert_eq!(mode_string(&node), "drwxrwxrwt");
-        let node = Node { kind: NodeKind::File, mode: 0o4644, ..Node::default() };
+        let node = Node {
+            kind: NodeKind::File,
+            mode: 0o4644,
+            ..Node::default()
+        };
         assert_eq!(mode_string(&node), "-rwSr--r--");
     }
 }

@@ -41,10 +41,23 @@ pub fn node_from_metadata(name: &[u8], meta: &Metadata, names: &mut UserNames) -
         gid: meta.gid(),
         user: names.user(meta.uid()),
         group: names.group(meta.gid()),
-        size: if kind == NodeKind::Dir { 0 } else { meta.size() },
-        mtime: Timestamp { secs: meta.mtime(), nanos: meta.mtime_nsec() as u32 },
-        ctime: Timestamp { secs: meta.ctime(), nanos: meta.ctime_nsec() as u32 },
-        atime: Timestamp { secs: meta.atime(), nanos: meta.atime_nsec() as u32 },
+        size: if kind == NodeKind::Dir {
+            0
+        } else {
+            meta.size()
+        },
+        mtime: Timestamp {
+            secs: meta.mtime(),
+            nanos: meta.mtime_nsec() as u32,
+        },
+        ctime: Timestamp {
+            secs: meta.ctime(),
+            nanos: meta.ctime_nsec() as u32,
+        },
+        atime: Timestamp {
+            secs: meta.atime(),
+            nanos: meta.atime_nsec() as u32,
+        },
         inode: meta.ino(),
         device: meta.dev(),
         links: meta.nlink(),
@@ -68,7 +81,10 @@ pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
     for name in names {
         // An attribute removed between list and get is simply not there.
         if let Some(value) = xattr::get(path, &name)? {
-            out.push(Xattr { name: name.as_bytes().to_vec(), value });
+            out.push(Xattr {
+                name: name.as_bytes().to_vec(),
+                value,
+            });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -89,11 +105,17 @@ pub struct UserNames {
 
 impl UserNames {
     pub fn user(&mut self, uid: u32) -> String {
-        self.users.entry(uid).or_insert_with(|| lookup_user(uid).unwrap_or_default()).clone()
+        self.users
+            .entry(uid)
+            .or_insert_with(|| lookup_user(uid).unwrap_or_default())
+            .clone()
     }
 
     pub fn group(&mut self, gid: u32) -> String {
-        self.groups.entry(gid).or_insert_with(|| lookup_group(gid).unwrap_or_default()).clone()
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| lookup_group(gid).unwrap_or_default())
+            .clone()
     }
 }
 
@@ -107,7 +129,11 @@ fn lookup_user(uid: u32) -> Option<String> {
     if rc != 0 || result.is_null() {
         return None;
     }
-    Some(unsafe { CStr::from_ptr(pwd.pw_name) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { CStr::from_ptr(pwd.pw_name) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 fn lookup_group(gid: u32) -> Option<String> {
@@ -119,7 +145,11 @@ fn lookup_group(gid: u32) -> Option<String> {
     if rc != 0 || result.is_null() {
         return None;
     }
-    Some(unsafe { CStr::from_ptr(grp.gr_name) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { CStr::from_ptr(grp.gr_name) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 /// The name of the user running this process, for the default account.
@@ -160,30 +190,50 @@ pub fn apply(path: &Path, node: &Node, restore_owner: bool) -> Result<()> {
     let c = cpath(path)?;
     if restore_owner {
         // SAFETY: `c` is a valid NUL-terminated path.
-        check(unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) }, path)?;
+        check(
+            unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) },
+            path,
+        )?;
     }
     if node.kind != NodeKind::Symlink {
         // SAFETY: as above.
-        check(unsafe { libc::chmod(c.as_ptr(), node.mode as libc::mode_t) }, path)?;
+        check(
+            unsafe { libc::chmod(c.as_ptr(), node.mode as libc::mode_t) },
+            path,
+        )?;
     }
     for x in &node.xattrs {
         let name = OsStr::from_bytes(&x.name);
         if let Err(e) = xattr::set(path, name, &x.value) {
             // Restoring to a file system without xattrs (or without the
             // trusted.* namespace as non-root) loses them, with a warning.
-            tracing::warn!("{}: cannot set xattr {}: {e}", path.display(), name.to_string_lossy());
+            tracing::warn!(
+                "{}: cannot set xattr {}: {e}",
+                path.display(),
+                name.to_string_lossy()
+            );
         }
     }
     let times = [timespec(node.atime), timespec(node.mtime)];
     // SAFETY: `times` has the two entries utimensat expects.
     check(
-        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) },
+        unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        },
         path,
     )
 }
 
 fn timespec(t: Timestamp) -> libc::timespec {
-    libc::timespec { tv_sec: t.secs as libc::time_t, tv_nsec: t.nanos as libc::c_long }
+    libc::timespec {
+        tv_sec: t.secs as libc::time_t,
+        tv_nsec: t.nanos as libc::c_long,
+    }
 }
 
 /// Create a fifo, socket or device node.
@@ -191,7 +241,10 @@ pub fn make_special(path: &Path, node: &Node) -> Result<()> {
     let c = cpath(path)?;
     let mode = node.kind.mode_bits() | (node.mode & 0o7777);
     // SAFETY: `c` is a valid path; mknod does not keep the pointer.
-    check(unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, node.rdev as libc::dev_t) }, path)
+    check(
+        unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, node.rdev as libc::dev_t) },
+        path,
+    )
 }
 
 #[cfg(test)]
@@ -218,13 +271,22 @@ mod tests {
         std::fs::write(&path, b"x").unwrap();
         let node = Node {
             mode: 0o640,
-            mtime: Timestamp { secs: 1_600_000_000, nanos: 123_456_789 },
-            atime: Timestamp { secs: 1_600_000_001, nanos: 5 },
+            mtime: Timestamp {
+                secs: 1_600_000_000,
+                nanos: 123_456_789,
+            },
+            atime: Timestamp {
+                secs: 1_600_000_001,
+                nanos: 5,
+            },
             ..Node::default()
         };
         apply(&path, &node, false).unwrap();
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o7777, 0o640);
-        assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_600_000_000, 123_456_789));
+        assert_eq!(
+            (meta.mtime(), meta.mtime_nsec()),
+            (1_600_000_000, 123_456_789)
+        );
     }
 }

@@ -26,14 +26,22 @@ impl Progress {
             );
             bar
         });
-        Progress { bar, files: AtomicU64::new(0), bytes: AtomicU64::new(0) }
+        Progress {
+            bar,
+            files: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
     }
 
     pub fn file(&self, path: &Path, _size: u64) {
         let files = self.files.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(bar) = &self.bar {
             let bytes = self.bytes.load(Ordering::Relaxed);
-            bar.set_message(format!("{files} files, {} read  {}", human_size(bytes), path.display()));
+            bar.set_message(format!(
+                "{files} files, {} read  {}",
+                human_size(bytes),
+                path.display()
+            ));
             bar.tick();
         }
     }

@@ -40,7 +40,9 @@ pub fn run(repo: &Repository, root: &Id, subpath: &[u8], target: &Path) -> Resul
     fs::create_dir_all(target).at(target)?;
     if node.is_dir() {
         // The contents of a directory go into the target.
-        let subtree = node.subtree.ok_or_else(|| Error::corrupt("directory", "has no tree"))?;
+        let subtree = node
+            .subtree
+            .ok_or_else(|| Error::corrupt("directory", "has no tree"))?;
         restorer.restore_tree(&subtree, target)?;
         if !subpath.iter().all(|&b| b == b'/') {
             restorer.finish(target, &node);
@@ -139,7 +141,11 @@ impl Restorer<'_> {
                 return Ok(false);
             }
         }
-        let file = OpenOptions::new().write(true).create_new(true).open(path).at(path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .at(path)?;
         let mut offset = 0u64;
         for id in &node.content {
             let data = self.repo.load_blob(id)?;
@@ -151,7 +157,8 @@ impl Restorer<'_> {
         self.outcome.files += 1;
         self.outcome.bytes += offset;
         if node.links > 1 {
-            self.hard_links.insert((node.device, node.inode), path.to_path_buf());
+            self.hard_links
+                .insert((node.device, node.inode), path.to_path_buf());
         }
         Ok(true)
     }

@@ -173,7 +173,12 @@ impl Backend for LocalBackend {
 
     fn create(&self) -> Result<()> {
         fs::create_dir_all(&self.root).at(&self.root)?;
-        for kind in [FileType::Pack, FileType::Index, FileType::Snapshot, FileType::Lock] {
+        for kind in [
+            FileType::Pack,
+            FileType::Index,
+            FileType::Snapshot,
+            FileType::Lock,
+        ] {
             let dir = self.dir(kind);
             fs::create_dir_all(&dir).at(&dir)?;
         }
@@ -272,20 +277,31 @@ mod tests {
     pub fn backend_contract(backend: &dyn Backend) {
         backend.create().unwrap();
         let name = "ab".to_string() + &"0".repeat(62);
-        backend.write(FileType::Pack, &name, b"hello world").unwrap();
+        backend
+            .write(FileType::Pack, &name, b"hello world")
+            .unwrap();
         assert_eq!(backend.read(FileType::Pack, &name).unwrap(), b"hello world");
-        assert_eq!(backend.read_range(FileType::Pack, &name, 6, 5).unwrap(), b"world");
+        assert_eq!(
+            backend.read_range(FileType::Pack, &name, 6, 5).unwrap(),
+            b"world"
+        );
         assert!(matches!(
             backend.read_range(FileType::Pack, &name, 6, 50),
             Err(Error::Corrupt { .. })
         ));
         assert_eq!(backend.size(FileType::Pack, &name).unwrap(), 11);
-        assert_eq!(backend.list(FileType::Pack).unwrap(), vec![(name.clone(), 11)]);
+        assert_eq!(
+            backend.list(FileType::Pack).unwrap(),
+            vec![(name.clone(), 11)]
+        );
         // Replacing is atomic too.
         backend.write(FileType::Snapshot, "s1", b"one").unwrap();
         backend.write(FileType::Snapshot, "s1", b"two").unwrap();
         assert_eq!(backend.read(FileType::Snapshot, "s1").unwrap(), b"two");
-        assert!(matches!(backend.read(FileType::Index, "nope"), Err(Error::NotFound(_))));
+        assert!(matches!(
+            backend.read(FileType::Index, "nope"),
+            Err(Error::NotFound(_))
+        ));
         backend.remove(FileType::Pack, &name).unwrap();
         backend.remove(FileType::Pack, &name).unwrap();
         assert!(backend.list(FileType::Pack).unwrap().is_empty());

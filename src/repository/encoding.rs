@@ -21,14 +21,24 @@ pub fn encode<T: Serialize>(magic: &[u8; 8], value: &T) -> Vec<u8> {
 }
 
 /// Check the envelope of `bytes` and return the record's version and body.
-pub fn open_envelope<'a>(magic: &[u8; 8], object: &str, bytes: &'a [u8]) -> Result<(u32, &'a [u8])> {
+pub fn open_envelope<'a>(
+    magic: &[u8; 8],
+    object: &str,
+    bytes: &'a [u8],
+) -> Result<(u32, &'a [u8])> {
     if bytes.len() < 12 {
-        return Err(Error::corrupt(object, format!("only {} bytes long", bytes.len())));
+        return Err(Error::corrupt(
+            object,
+            format!("only {} bytes long", bytes.len()),
+        ));
     }
     if &bytes[..8] != magic {
         return Err(Error::corrupt(
             object,
-            format!("wrong magic (expected {:?})", String::from_utf8_lossy(magic)),
+            format!(
+                "wrong magic (expected {:?})",
+                String::from_utf8_lossy(magic)
+            ),
         ));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
@@ -44,7 +54,10 @@ pub fn open_envelope<'a>(magic: &[u8; 8], object: &str, bytes: &'a [u8]) -> Resu
 pub fn decode_body<T: DeserializeOwned>(object: &str, body: &[u8]) -> Result<T> {
     match postcard::take_from_bytes::<T>(body) {
         Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(Error::corrupt(object, format!("{} trailing bytes", rest.len()))),
+        Ok((_, rest)) => Err(Error::corrupt(
+            object,
+            format!("{} trailing bytes", rest.len()),
+        )),
         Err(e) => Err(Error::corrupt(object, format!("does not decode: {e}"))),
     }
 }
@@ -63,10 +76,16 @@ mod tests {
         let bytes = encode(b"SNAPFSXX", &(1u32, "a".to_string()));
         let ok: (u32, String) = decode(b"SNAPFSXX", "x", &bytes).unwrap();
         assert_eq!(ok, (1, "a".to_string()));
-        assert!(matches!(decode::<(u32, String)>(b"SNAPFSYY", "x", &bytes), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            decode::<(u32, String)>(b"SNAPFSYY", "x", &bytes),
+            Err(Error::Corrupt { .. })
+        ));
         let mut future = bytes.clone();
         future[8] = 99;
-        assert!(matches!(decode::<(u32, String)>(b"SNAPFSXX", "x", &future), Err(Error::Unsupported(_))));
+        assert!(matches!(
+            decode::<(u32, String)>(b"SNAPFSXX", "x", &future),
+            Err(Error::Unsupported(_))
+        ));
         let mut trailing = bytes.clone();
         trailing.push(0);
         assert!(decode::<(u32, String)>(b"SNAPFSXX", "x", &trailing).is_err());

@@ -101,7 +101,8 @@ impl Index {
     pub fn extend_unsorted(&mut self, file: IndexFile) {
         for pack in file.packs {
             let n = self.pack_number(pack.id);
-            self.sorted.extend(pack.blobs.iter().map(|b| Self::entry(n, b)));
+            self.sorted
+                .extend(pack.blobs.iter().map(|b| Self::entry(n, b)));
         }
     }
 
@@ -111,7 +112,7 @@ impl Index {
     pub fn sort(&mut self) {
         let recent = std::mem::take(&mut self.recent);
         self.sorted.extend(recent.into_values());
-        self.sorted.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        self.sorted.sort_unstable_by_key(|e| e.id);
         self.sorted.dedup_by(|a, b| a.id == b.id);
     }
 
@@ -165,17 +166,20 @@ impl Index {
 
     /// Every entry, for check and prune.
     pub fn iter(&self) -> impl Iterator<Item = BlobLocation> + '_ {
-        self.sorted.iter().chain(self.recent.values()).map(|e| BlobLocation {
-            pack: self.packs[e.pack as usize],
-            blob: PackBlob {
-                id: e.id,
-                kind: e.kind,
-                compression: e.compression,
-                offset: e.offset,
-                length: e.length,
-                raw_length: e.raw_length,
-            },
-        })
+        self.sorted
+            .iter()
+            .chain(self.recent.values())
+            .map(|e| BlobLocation {
+                pack: self.packs[e.pack as usize],
+                blob: PackBlob {
+                    id: e.id,
+                    kind: e.kind,
+                    compression: e.compression,
+                    offset: e.offset,
+                    length: e.length,
+                    raw_length: e.raw_length,
+                },
+            })
     }
 }
 
@@ -196,7 +200,11 @@ mod tests {
 
     #[test]
     fn entries_are_compact() {
-        assert!(std::mem::size_of::<Entry>() <= 52, "{}", std::mem::size_of::<Entry>());
+        assert!(
+            std::mem::size_of::<Entry>() <= 52,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
     }
 
     #[test]
@@ -205,7 +213,10 @@ mod tests {
         let pack_b = Id::hash(b"b");
         let mut index = Index::new();
         index.extend_unsorted(IndexFile {
-            packs: vec![IndexPack { id: pack_a, blobs: (0..100).map(blob).collect() }],
+            packs: vec![IndexPack {
+                id: pack_a,
+                blobs: (0..100).map(blob).collect(),
+            }],
         });
         index.sort();
         index.add_pack(pack_b, &[blob(5), blob(500)]);
@@ -222,7 +233,10 @@ mod tests {
     #[test]
     fn index_file_round_trip() {
         let file = IndexFile {
-            packs: vec![IndexPack { id: Id::hash(b"p"), blobs: vec![blob(1), blob(2)] }],
+            packs: vec![IndexPack {
+                id: Id::hash(b"p"),
+                blobs: vec![blob(1), blob(2)],
+            }],
         };
         assert_eq!(IndexFile::decode("x", &file.encode()).unwrap(), file);
     }

@@ -150,7 +150,12 @@ impl Repository {
         let names = self.backend.list(FileType::Index)?;
         let mut added = 0;
         for (name, _) in names {
-            if self.loaded_index_files.lock().unwrap_or_else(|e| e.into_inner()).contains(&name) {
+            if self
+                .loaded_index_files
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&name)
+            {
                 continue;
             }
             match self.read_index_file(&name) {
@@ -164,7 +169,10 @@ impl Repository {
                 }
                 Err(e) => tracing::warn!("skipping index {name}: {e}"),
             }
-            self.loaded_index_files.lock().unwrap_or_else(|e| e.into_inner()).insert(name);
+            self.loaded_index_files
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name);
         }
         // Packs may have appeared too: allow one more rescan on a miss.
         *self.rescanned.lock().unwrap_or_else(|e| e.into_inner()) = false;
@@ -217,9 +225,9 @@ impl Repository {
             return Ok(loc);
         }
         self.rescan_unindexed_packs()?;
-        self.index().lookup(id).ok_or_else(|| {
-            Error::corrupt(format!("blob {id}"), "is missing from the repository")
-        })
+        self.index()
+            .lookup(id)
+            .ok_or_else(|| Error::corrupt(format!("blob {id}"), "is missing from the repository"))
     }
 
     /// The uncompressed size of a blob, from the index alone.
@@ -232,7 +240,12 @@ impl Repository {
         let loc = self.locate(id)?;
         let stored = self
             .backend
-            .read_range(FileType::Pack, &loc.pack.to_hex(), loc.blob.offset as u64, loc.blob.length as u64)
+            .read_range(
+                FileType::Pack,
+                &loc.pack.to_hex(),
+                loc.blob.offset as u64,
+                loc.blob.length as u64,
+            )
             .map_err(|e| match e {
                 Error::NotFound(_) => Error::corrupt(
                     format!("{} blob {id}", pack::kind_name(loc.blob.kind)),
@@ -240,8 +253,7 @@ impl Repository {
                 ),
                 other => other,
             })?;
-        pack::decode_blob(&loc.blob, &stored)
-            .map_err(|e| annotate_pack(e, &loc.pack))
+        pack::decode_blob(&loc.blob, &stored).map_err(|e| annotate_pack(e, &loc.pack))
     }
 
     /// Read a pack's header (from its footer) without reading its data.
@@ -249,16 +261,22 @@ impl Repository {
         let name = pack.to_hex();
         let size = self.backend.size(FileType::Pack, &name)?;
         if size < (pack::LEAD_LEN + FOOTER_LEN) as u64 {
-            return Err(Error::corrupt(format!("pack {name}"), format!("truncated to {size} bytes")));
+            return Err(Error::corrupt(
+                format!("pack {name}"),
+                format!("truncated to {size} bytes"),
+            ));
         }
-        let footer = self
-            .backend
-            .read_range(FileType::Pack, &name, size - FOOTER_LEN as u64, FOOTER_LEN as u64)?;
+        let footer = self.backend.read_range(
+            FileType::Pack,
+            &name,
+            size - FOOTER_LEN as u64,
+            FOOTER_LEN as u64,
+        )?;
         let (header_len, hash) = pack::parse_footer(&name, &footer, size)?;
         let header_offset = size - FOOTER_LEN as u64 - header_len as u64;
-        let header = self
-            .backend
-            .read_range(FileType::Pack, &name, header_offset, header_len as u64)?;
+        let header =
+            self.backend
+                .read_range(FileType::Pack, &name, header_offset, header_len as u64)?;
         pack::parse_header(&name, &header, &hash, size)
     }
 
@@ -277,7 +295,9 @@ impl Repository {
         *done = true;
         let mut added = 0;
         for (name, _) in self.backend.list(FileType::Pack)? {
-            let Ok(id) = Id::from_hex(&name) else { continue };
+            let Ok(id) = Id::from_hex(&name) else {
+                continue;
+            };
             if self.index().contains_pack(&id) {
                 continue;
             }
@@ -337,7 +357,10 @@ mod tests {
         drop(packer);
 
         let repo = Repository::open(dir.path()).unwrap();
-        assert!(repo.list_files(FileType::Pack).unwrap().len() > 1, "several packs");
+        assert!(
+            repo.list_files(FileType::Pack).unwrap().len() > 1,
+            "several packs"
+        );
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(repo.load_blob(id).unwrap(), blob(i as u64));
         }

@@ -72,7 +72,10 @@ impl PackBuilder {
         let mut bytes = Vec::new();
         bytes.extend_from_slice(PACK_MAGIC);
         bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        PackBuilder { bytes, blobs: Vec::new() }
+        PackBuilder {
+            bytes,
+            blobs: Vec::new(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -87,7 +90,14 @@ impl PackBuilder {
         self.blobs.len()
     }
 
-    pub fn add(&mut self, id: Id, kind: BlobKind, compression: Compression, raw_length: u32, stored: &[u8]) {
+    pub fn add(
+        &mut self,
+        id: Id,
+        kind: BlobKind,
+        compression: Compression,
+        raw_length: u32,
+        stored: &[u8],
+    ) {
         let offset = u32::try_from(self.bytes.len()).expect("packs are sealed long before 4 GiB");
         self.bytes.extend_from_slice(stored);
         self.blobs.push(PackBlob {
@@ -107,9 +117,11 @@ impl PackBuilder {
         let header = postcard::to_stdvec(&PackHeader { blobs: self.blobs })
             .expect("postcard encodes pack headers");
         self.bytes.extend_from_slice(&header);
-        self.bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&(header.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        self.bytes.extend_from_slice(blake3::hash(&header).as_bytes());
+        self.bytes
+            .extend_from_slice(blake3::hash(&header).as_bytes());
         self.bytes.extend_from_slice(PACK_MAGIC);
         let id = Id::hash(&self.bytes);
         let blobs = parse_pack(&id.to_hex(), &self.bytes)?;
@@ -141,7 +153,12 @@ pub fn parse_footer(object: &str, footer: &[u8], file_len: u64) -> Result<(u32, 
 }
 
 /// Decode and validate a pack header read from a file of `file_len` bytes.
-pub fn parse_header(object: &str, header: &[u8], hash: &[u8; 32], file_len: u64) -> Result<Vec<PackBlob>> {
+pub fn parse_header(
+    object: &str,
+    header: &[u8],
+    hash: &[u8; 32],
+    file_len: u64,
+) -> Result<Vec<PackBlob>> {
     let bad = |reason: String| Error::corrupt(format!("pack {object}"), reason);
     if blake3::hash(header).as_bytes() != hash {
         return Err(bad("header checksum mismatch".into()));
@@ -155,10 +172,16 @@ pub fn parse_header(object: &str, header: &[u8], hash: &[u8; 32], file_len: u64)
     for blob in &parsed.blobs {
         let end = blob.offset as u64 + blob.length as u64;
         if (blob.offset as usize) < LEAD_LEN || end > data_end {
-            return Err(bad(format!("blob {} lies outside the data area", blob.id.short())));
+            return Err(bad(format!(
+                "blob {} lies outside the data area",
+                blob.id.short()
+            )));
         }
         if blob.compression == Compression::None && blob.length != blob.raw_length {
-            return Err(bad(format!("blob {} has inconsistent lengths", blob.id.short())));
+            return Err(bad(format!(
+                "blob {} has inconsistent lengths",
+                blob.id.short()
+            )));
         }
     }
     Ok(parsed.blobs)
@@ -168,12 +191,18 @@ pub fn parse_header(object: &str, header: &[u8], hash: &[u8; 32], file_len: u64)
 pub fn parse_pack(object: &str, bytes: &[u8]) -> Result<Vec<PackBlob>> {
     let len = bytes.len() as u64;
     if bytes.len() < LEAD_LEN + FOOTER_LEN || &bytes[..8] != PACK_MAGIC {
-        return Err(Error::corrupt(format!("pack {object}"), "does not start like a pack"));
+        return Err(Error::corrupt(
+            format!("pack {object}"),
+            "does not start like a pack",
+        ));
     }
     let footer = &bytes[bytes.len() - FOOTER_LEN..];
     let (header_len, hash) = parse_footer(object, footer, len)?;
     if bytes[8..12] != footer[4..8] {
-        return Err(Error::corrupt(format!("pack {object}"), "lead and footer disagree on the version"));
+        return Err(Error::corrupt(
+            format!("pack {object}"),
+            "lead and footer disagree on the version",
+        ));
     }
     let header_end = bytes.len() - FOOTER_LEN;
     let header = &bytes[header_end - header_len as usize..header_end];
@@ -221,7 +250,13 @@ mod tests {
         let mut builder = PackBuilder::new();
         for raw in &raws {
             let (compression, stored) = encode_blob(raw, 3);
-            builder.add(Id::hash(raw), BlobKind::Data, compression, raw.len() as u32, &stored);
+            builder.add(
+                Id::hash(raw),
+                BlobKind::Data,
+                compression,
+                raw.len() as u32,
+                &stored,
+            );
         }
         let (id, bytes, blobs) = builder.finish().unwrap();
         (id, bytes, blobs, raws)

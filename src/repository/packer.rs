@@ -50,7 +50,10 @@ pub struct PackerStats {
 
 impl<'r> Packer<'r> {
     pub(super) fn new(repo: &'r Repository) -> Packer<'r> {
-        Packer { repo, state: Mutex::new(State::default()) }
+        Packer {
+            repo,
+            state: Mutex::new(State::default()),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -73,13 +76,17 @@ impl<'r> Packer<'r> {
         let full = {
             let mut state = self.state();
             if let Some(reason) = &state.failed {
-                return Err(Error::Invalid(format!("packer stopped after an earlier error: {reason}")));
+                return Err(Error::Invalid(format!(
+                    "packer stopped after an earlier error: {reason}"
+                )));
             }
             // Another thread may have stored the same blob meanwhile.
             if self.repo.has_blob(&id) || !state.pending.insert(id) {
                 return Ok((id, 0));
             }
-            state.open.add(id, kind, compression, raw.len() as u32, &stored);
+            state
+                .open
+                .add(id, kind, compression, raw.len() as u32, &stored);
             state.stats.blobs_added += 1;
             state.stats.bytes_added += raw.len() as u64;
             state.stats.bytes_stored += stored.len() as u64;
@@ -97,14 +104,18 @@ impl<'r> Packer<'r> {
 
     fn check_failed(&self) -> Result<()> {
         match &self.state().failed {
-            Some(reason) => Err(Error::Invalid(format!("packer stopped after an earlier error: {reason}"))),
+            Some(reason) => Err(Error::Invalid(format!(
+                "packer stopped after an earlier error: {reason}"
+            ))),
             None => Ok(()),
         }
     }
 
     fn write_pack(&self, builder: PackBuilder) -> Result<()> {
         let result = builder.finish().and_then(|(id, bytes, blobs)| {
-            self.repo.backend().write(FileType::Pack, &id.to_hex(), &bytes)?;
+            self.repo
+                .backend()
+                .write(FileType::Pack, &id.to_hex(), &bytes)?;
             Ok((id, blobs))
         });
         let mut state = self.state();

@@ -31,7 +31,10 @@ impl FileReader {
                 format!("its chunks hold {end} bytes but its size is {}", node.size),
             ));
         }
-        Ok(FileReader { chunks: node.content.clone(), ends })
+        Ok(FileReader {
+            chunks: node.content.clone(),
+            ends,
+        })
     }
 
     pub fn size(&self) -> u64 {
@@ -72,7 +75,10 @@ impl FileReader {
             let (id, start, chunk_end) = self.chunk(i);
             let data = fetch(&id)?;
             if data.len() as u64 != chunk_end - start {
-                return Err(Error::corrupt(format!("data blob {id}"), "has a different size than the index says"));
+                return Err(Error::corrupt(
+                    format!("data blob {id}"),
+                    "has a different size than the index says",
+                ));
             }
             let from = (pos - start) as usize;
             let to = (end.min(chunk_end) - start) as usize;
@@ -94,7 +100,9 @@ mod tests {
         let mut data = Vec::new();
         let mut end = 0;
         for (n, &size) in sizes.iter().enumerate() {
-            let bytes: Vec<u8> = (0..size).map(|i| (i as u8).wrapping_add(n as u8 * 31)).collect();
+            let bytes: Vec<u8> = (0..size)
+                .map(|i| (i as u8).wrapping_add(n as u8 * 31))
+                .collect();
             chunks.push(Id::hash(&bytes));
             end += size;
             ends.push(end);
@@ -104,7 +112,11 @@ mod tests {
     }
 
     fn fetcher(data: &[Vec<u8>]) -> impl FnMut(&Id) -> Result<Arc<Vec<u8>>> + '_ {
-        move |id| Ok(Arc::new(data.iter().find(|d| Id::hash(d) == *id).unwrap().clone()))
+        move |id| {
+            Ok(Arc::new(
+                data.iter().find(|d| Id::hash(d) == *id).unwrap().clone(),
+            ))
+        }
     }
 
     #[test]
@@ -117,7 +129,10 @@ mod tests {
         assert_eq!(r.read_at(34, 10, fetcher(&data)).unwrap(), whole[34..35]);
         assert!(r.read_at(35, 10, fetcher(&data)).unwrap().is_empty());
         assert!(r.read_at(1000, 10, fetcher(&data)).unwrap().is_empty());
-        assert!(r.read_at(u64::MAX - 1, 10, fetcher(&data)).unwrap().is_empty());
+        assert!(r
+            .read_at(u64::MAX - 1, 10, fetcher(&data))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -131,7 +146,9 @@ mod tests {
     fn a_failed_fetch_is_the_read_error() {
         let (r, _) = reader(&[10]);
         let err = r
-            .read_at(0, 5, |id| Err(Error::corrupt(format!("data blob {id}"), "flipped")))
+            .read_at(0, 5, |id| {
+                Err(Error::corrupt(format!("data blob {id}"), "flipped"))
+            })
             .unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }));
     }

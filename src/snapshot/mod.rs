@@ -74,7 +74,8 @@ impl Snapshot {
 
     /// The time on the clock of the host that took it.
     pub fn taken_at(&self) -> DateTime<FixedOffset> {
-        let offset = FixedOffset::east_opt(self.utc_offset).unwrap_or(FixedOffset::east_opt(0).expect("0 is valid"));
+        let offset = FixedOffset::east_opt(self.utc_offset)
+            .unwrap_or(FixedOffset::east_opt(0).expect("0 is valid"));
         self.utc().with_timezone(&offset)
     }
 
@@ -88,7 +89,10 @@ impl Snapshot {
     }
 
     pub fn paths_lossy(&self) -> Vec<String> {
-        self.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect()
+        self.paths
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect()
     }
 }
 
@@ -111,21 +115,29 @@ pub fn load(repo: &Repository, id: &Id) -> Result<Snapshot> {
     Snapshot::decode(&name, &bytes)
 }
 
+/// A snapshot file that could not be read: its name and why.
+pub type DamagedSnapshot = (String, Error);
+
 /// Every readable snapshot, oldest first, and the damaged ones separately:
 /// one garbage snapshot file must not hide the others.
-pub fn list(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Vec<(String, Error)>)> {
+pub fn list(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Vec<DamagedSnapshot>)> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (name, _) in repo.list_files(FileType::Snapshot)? {
         let loaded = Id::from_hex(&name)
             .map_err(|_| Error::corrupt(format!("snapshot {name}"), "name is not an id"))
-            .and_then(|id| Ok(SnapshotEntry { id, snapshot: load(repo, &id)? }));
+            .and_then(|id| {
+                Ok(SnapshotEntry {
+                    id,
+                    snapshot: load(repo, &id)?,
+                })
+            });
         match loaded {
             Ok(entry) => good.push(entry),
             Err(e) => bad.push((name, e)),
         }
     }
-    good.sort_by(|a, b| (a.snapshot.time, a.id).cmp(&(b.snapshot.time, b.id)));
+    good.sort_by_key(|e| (e.snapshot.time, e.id));
     Ok((good, bad))
 }
 
@@ -140,12 +152,20 @@ pub fn list_warn(repo: &Repository) -> Result<Vec<SnapshotEntry>> {
 
 /// Find one snapshot by id or unique id prefix, `latest`, or a local date
 /// `YYYY-MM-DD` (the newest snapshot of that day), within one account if given.
-pub fn select(entries: &[SnapshotEntry], selector: &str, account: Option<&str>) -> Result<SnapshotEntry> {
+pub fn select(
+    entries: &[SnapshotEntry],
+    selector: &str,
+    account: Option<&str>,
+) -> Result<SnapshotEntry> {
     let candidates: Vec<&SnapshotEntry> = entries
         .iter()
         .filter(|e| account.is_none_or(|a| e.snapshot.account == a))
         .collect();
-    let scope = || account.map(|a| format!(" of account {a}")).unwrap_or_default();
+    let scope = || {
+        account
+            .map(|a| format!(" of account {a}"))
+            .unwrap_or_default()
+    };
     if selector == "latest" {
         return candidates
             .last()
@@ -166,10 +186,16 @@ pub fn select(entries: &[SnapshotEntry], selector: &str, account: Option<&str>) 
             "{selector:?} is not a snapshot id, `latest` or a date YYYY-MM-DD"
         )));
     }
-    let matches: Vec<&&SnapshotEntry> = candidates.iter().filter(|e| e.id.to_hex().starts_with(&lower)).collect();
+    let matches: Vec<&&SnapshotEntry> = candidates
+        .iter()
+        .filter(|e| e.id.to_hex().starts_with(&lower))
+        .collect();
     match matches.as_slice() {
         [one] => Ok((**one).clone()),
-        [] => Err(Error::NotFound(format!("no snapshot{} has an id starting with {selector}", scope()))),
+        [] => Err(Error::NotFound(format!(
+            "no snapshot{} has an id starting with {selector}",
+            scope()
+        ))),
         many => Err(Error::Invalid(format!(
             "{selector} is ambiguous: {} snapshots start with it",
             many.len()
@@ -191,7 +217,10 @@ pub fn resolve(repo: &Repository, root: &Id, path: &[u8]) -> Result<Node> {
         subtree: Some(*root),
         ..Node::default()
     };
-    for part in path.split(|&b| b == b'/').filter(|p| !p.is_empty() && *p != b".") {
+    for part in path
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+    {
         let Some(subtree) = node.subtree.filter(|_| node.is_dir()) else {
             return Err(Error::NotFound(format!(
                 "{} is not a directory",
@@ -200,7 +229,10 @@ pub fn resolve(repo: &Repository, root: &Id, path: &[u8]) -> Result<Node> {
         };
         let tree = load_tree(repo, &subtree)?;
         node = tree.find(part).cloned().ok_or_else(|| {
-            Error::NotFound(format!("{} is not in the snapshot", String::from_utf8_lossy(path)))
+            Error::NotFound(format!(
+                "{} is not in the snapshot",
+                String::from_utf8_lossy(path)
+            ))
         })?;
     }
     Ok(node)
@@ -229,13 +261,29 @@ mod tests {
 
     #[test]
     fn select_by_latest_prefix_and_account() {
-        let entries = vec![entry(0x11, 100, "a"), entry(0x12, 200, "b"), entry(0x21, 300, "a")];
+        let entries = vec![
+            entry(0x11, 100, "a"),
+            entry(0x12, 200, "b"),
+            entry(0x21, 300, "a"),
+        ];
         assert_eq!(select(&entries, "latest", None).unwrap().id, entries[2].id);
-        assert_eq!(select(&entries, "latest", Some("b")).unwrap().id, entries[1].id);
+        assert_eq!(
+            select(&entries, "latest", Some("b")).unwrap().id,
+            entries[1].id
+        );
         assert_eq!(select(&entries, "21", None).unwrap().id, entries[2].id);
-        assert!(matches!(select(&entries, "1", None), Err(Error::Invalid(_))));
-        assert!(matches!(select(&entries, "99", None), Err(Error::NotFound(_))));
-        assert!(matches!(select(&entries, "latest", Some("zz")), Err(Error::NotFound(_))));
+        assert!(matches!(
+            select(&entries, "1", None),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            select(&entries, "99", None),
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            select(&entries, "latest", Some("zz")),
+            Err(Error::NotFound(_))
+        ));
         assert!(select(&entries, "not-an-id", None).is_err());
     }
 

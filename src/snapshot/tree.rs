@@ -52,7 +52,9 @@ impl NodeKind {
 }
 
 /// Seconds and nanoseconds since the Unix epoch (negative for before 1970).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Timestamp {
     pub secs: i64,
     pub nanos: u32,
@@ -129,10 +131,19 @@ impl Tree {
             }
         }
         for node in &tree.nodes {
-            if node.name.is_empty() || node.name.contains(&b'/') || node.name.contains(&0)
-                || node.name == b"." || node.name == b".."
+            if node.name.is_empty()
+                || node.name.contains(&b'/')
+                || node.name.contains(&0)
+                || node.name == b"."
+                || node.name == b".."
             {
-                return Err(Error::corrupt(object, format!("invalid entry name {:?}", String::from_utf8_lossy(&node.name))));
+                return Err(Error::corrupt(
+                    object,
+                    format!(
+                        "invalid entry name {:?}",
+                        String::from_utf8_lossy(&node.name)
+                    ),
+                ));
             }
         }
         Ok(tree)
@@ -160,15 +171,27 @@ mod tests {
             user: "alice".into(),
             group: "alice".into(),
             size: 5,
-            mtime: Timestamp { secs: 1_700_000_000, nanos: 123 },
-            ctime: Timestamp { secs: 1_700_000_001, nanos: 456 },
-            atime: Timestamp { secs: -5, nanos: 999_999_999 },
+            mtime: Timestamp {
+                secs: 1_700_000_000,
+                nanos: 123,
+            },
+            ctime: Timestamp {
+                secs: 1_700_000_001,
+                nanos: 456,
+            },
+            atime: Timestamp {
+                secs: -5,
+                nanos: 999_999_999,
+            },
             inode: 42,
             device: 7,
             links: 1,
             rdev: 0,
             link_target: vec![],
-            xattrs: vec![Xattr { name: b"user.k".to_vec(), value: b"v".to_vec() }],
+            xattrs: vec![Xattr {
+                name: b"user.k".to_vec(),
+                value: b"v".to_vec(),
+            }],
             content: vec![Id::hash(b"hello")],
             subtree: None,
         }
@@ -177,7 +200,11 @@ mod tests {
     #[test]
     fn round_trip_and_find() {
         let tree = Tree {
-            nodes: vec![sample_node(b"a\n"), sample_node(b"b\xff"), sample_node(&[b'c'; 255])],
+            nodes: vec![
+                sample_node(b"a\n"),
+                sample_node(b"b\xff"),
+                sample_node(&[b'c'; 255]),
+            ],
         };
         let bytes = tree.encode();
         let id = Id::hash(&bytes);
@@ -190,7 +217,9 @@ mod tests {
     #[test]
     fn unsorted_or_bad_names_are_corrupt() {
         for names in [vec![&b"b"[..], b"a"], vec![b"a/b"], vec![b".."], vec![b""]] {
-            let tree = Tree { nodes: names.iter().map(|n| sample_node(n)).collect() };
+            let tree = Tree {
+                nodes: names.iter().map(|n| sample_node(n)).collect(),
+            };
             assert!(Tree::decode(&Id::default(), &tree.encode()).is_err());
         }
     }

@@ -1,0 +1,21 @@
+//! End-to-end tests of the `snapfs` binary against real repositories.
+//!
+//! One test binary (faster to link than one per file):
+//! - `roundtrip`:  every node type, odd names, sparse and multi-chunk files,
+//!   metadata; `ls`, `snapshots` and selectors.
+//! - `dedup`:      re-backups and small edits add almost nothing.
+//! - `crash`:      SIGKILL during backup never harms earlier snapshots.
+//! - `corruption`: damaged repositories give clear errors, never panics,
+//!   and undamaged snapshots keep working.
+//! - `concurrent`: backups running at the same time lose nothing.
+//! - `sources`:    unreadable and vanishing source files.
+//! - `fixture`:    a repository written by format v1 stays readable.
+
+mod concurrent;
+mod corruption;
+mod crash;
+mod dedup;
+mod fixture;
+mod roundtrip;
+mod sources;
+mod support;

@@ -1,0 +1,52 @@
+//! Source trouble: unreadable files make a partial snapshot (exit code 3)
+//! with a warning naming each path, and the rest is still backed up.
+
+use crate::support::*;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+#[test]
+fn unreadable_files_give_a_partial_snapshot() {
+    let t = TestRepo::new();
+    let source = t.path("src");
+    fs::create_dir_all(source.join("locked-dir")).unwrap();
+    fs::write(source.join("readable"), b"fine").unwrap();
+    fs::write(source.join("secret"), b"no").unwrap();
+    fs::write(source.join("locked-dir/inside"), b"no").unwrap();
+    fs::set_permissions(source.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(source.join("locked-dir"), fs::Permissions::from_mode(0o000)).unwrap();
+
+    let mut cmd = if is_root() {
+        // Root reads everything: drop to nobody, who owns the repository.
+        chown_tree(&t.repo, 65534);
+        chown_tree(&source, 65534);
+        fs::set_permissions(t.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let out = cmd
+        .args(["backup", "--account", "alice", source.to_str().unwrap()])
+        .env("SNAPFS_REPO", &t.repo)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("secret"), "{stderr}");
+    assert!(stderr.contains("locked-dir"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("PARTIAL"));
+    let listing = t.ok(&["ls", "latest"]);
+    assert!(listing.contains("readable"), "{listing}");
+    let restored = t.restore("latest");
+    assert_eq!(fs::read(restored.join("readable")).unwrap(), b"fine");
+}
+
+fn chown_tree(path: &std::path::Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+    for p in walk(path) {
+        std::os::unix::fs::lchown(&p, Some(uid), Some(uid)).unwrap();
+    }
+}

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod config;
 pub mod encoding;
+mod golden;
 pub mod index;
 pub mod pack;
 pub mod packer;

@@ -114,6 +114,8 @@ impl Index {
         self.sorted.extend(recent.into_values());
         self.sorted.sort_unstable_by_key(|e| e.id);
         self.sorted.dedup_by(|a, b| a.id == b.id);
+        // Growing by doubling leaves up to half the capacity unused.
+        self.sorted.shrink_to_fit();
     }
 
     /// Add the blobs of one pack, searchable at once.

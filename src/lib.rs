@@ -64,6 +64,7 @@ pub mod metadata;
 pub mod progress;
 pub mod repository;
 pub mod restore;
+pub mod retention;
 pub mod snapshot;
 
 pub use error::{Error, Result};

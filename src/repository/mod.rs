@@ -12,6 +12,7 @@ pub mod config;
 pub mod encoding;
 mod golden;
 pub mod index;
+pub mod lock;
 pub mod pack;
 pub mod packer;
 

@@ -25,6 +25,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
 use crate::metadata::{self, UserNames};
 use crate::progress::Progress;
+use crate::repository::lock::{Lock, LockKind};
 use crate::repository::pack::BlobKind;
 use crate::repository::{Packer, Repository};
 use crate::snapshot::{self, Node, NodeKind, Snapshot, SnapshotEntry, Summary, Timestamp, Tree};
@@ -39,6 +40,8 @@ pub struct BackupOptions {
     pub one_file_system: bool,
     pub tags: Vec<String>,
     pub progress: bool,
+    /// How long to wait for a running prune before giving up.
+    pub lock_wait: std::time::Duration,
 }
 
 pub struct BackupOutcome {
@@ -58,6 +61,17 @@ struct Source {
 pub fn run(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> {
     let started = Instant::now();
     let sources = resolve_sources(&opts.paths)?;
+    // The shared lock keeps prune out until the snapshot is written. The
+    // index is read again under the lock: one loaded before it may list
+    // blobs that a prune deleted meanwhile, and deduplicating against those
+    // would produce a snapshot with holes.
+    let lock = Lock::acquire(
+        repo.backend().clone(),
+        LockKind::Shared,
+        &format!("backup of {}", opts.account),
+        opts.lock_wait,
+    )?;
+    repo.reload_index()?;
     let (time, utc_offset) = opts.time.unwrap_or_else(now);
     let abs_paths: Vec<Vec<u8>> = sources
         .iter()
@@ -120,7 +134,13 @@ pub fn run(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> {
         parent: parent.map(|p| p.id),
         summary,
     };
+    if let Some(e) = lock.refresh_error() {
+        return Err(Error::Locked(format!(
+            "lost the repository lock while backing up: {e}"
+        )));
+    }
     let id = snapshot::save(repo, &snapshot)?;
+    drop(lock);
     Ok(BackupOutcome {
         id,
         snapshot,

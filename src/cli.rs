@@ -13,7 +13,7 @@ use crate::display::{escape_name, human_size, parse_size};
 use crate::error::Error;
 use crate::repository::Repository;
 use crate::snapshot::{self, SnapshotEntry, Timestamp};
-use crate::{backup, check, ls, restore};
+use crate::{backup, check, forget, ls, prune, restore};
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -85,12 +85,53 @@ enum Command {
         #[arg(long)]
         account: Option<String>,
     },
+    /// Remove snapshots that a retention policy does not keep (data stays
+    /// until prune). Without options: the repository's policy (30 days).
+    Forget(ForgetArgs),
+    /// Delete data that no snapshot needs and repack half-empty packs.
+    Prune {
+        /// Repack packs with more than this share unused, e.g. 5%.
+        #[arg(long, default_value = "5%")]
+        max_unused: String,
+        /// Show what would be deleted without deleting.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long to wait for running backups, e.g. 30m.
+        #[arg(long, default_value = "2h", value_parser = parse_wait)]
+        lock_wait: std::time::Duration,
+    },
+    /// Remove stale locks (of dead processes); --all removes every lock.
+    Unlock {
+        #[arg(long)]
+        all: bool,
+    },
     /// Check the repository's integrity.
     Check {
         /// Also read all data and verify every chunk's hash.
         #[arg(long)]
         read_data: bool,
     },
+}
+
+#[derive(Args)]
+struct ForgetArgs {
+    /// Only this account's snapshots.
+    #[arg(long)]
+    account: Option<String>,
+    /// Keep snapshots younger than this relative to the newest (30d, 12h).
+    #[arg(long)]
+    keep_within: Option<String>,
+    #[arg(long)]
+    keep_last: Option<u32>,
+    #[arg(long)]
+    keep_daily: Option<u32>,
+    #[arg(long)]
+    keep_weekly: Option<u32>,
+    #[arg(long)]
+    keep_monthly: Option<u32>,
+    /// Show what would be removed without removing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -126,6 +167,17 @@ struct BackupArgs {
     /// Hostname to record [default: this host's name].
     #[arg(long)]
     host: Option<String>,
+    /// How long to wait for a running prune, e.g. 30m.
+    #[arg(long, default_value = "2h", value_parser = parse_wait)]
+    lock_wait: std::time::Duration,
+}
+
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let d = crate::retention::parse_duration(text)?;
+    d.to_std().map_err(|e| e.to_string())
 }
 
 pub fn main() -> ExitCode {
@@ -207,6 +259,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             account,
         } => run_restore(g, &snapshot, &target, account.as_deref()),
         Command::Check { read_data } => run_check(g, read_data),
+        Command::Forget(args) => run_forget(g, args),
+        Command::Prune {
+            max_unused,
+            dry_run,
+            lock_wait,
+        } => run_prune(g, &max_unused, dry_run, lock_wait),
+        Command::Unlock { all } => run_unlock(g, all),
     }
 }
 
@@ -298,6 +357,7 @@ fn run_backup(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
         one_file_system: args.one_file_system,
         tags: args.tag,
         progress: !g.json,
+        lock_wait: args.lock_wait,
     };
     let outcome = backup::run(&repo, &opts)?;
     let entry = SnapshotEntry {
@@ -509,4 +569,126 @@ fn run_check(g: &Global, read_data: bool) -> anyhow::Result<u8> {
     } else {
         exit::DAMAGED
     })
+}
+
+fn run_forget(g: &Global, args: ForgetArgs) -> anyhow::Result<u8> {
+    let repo = open(g)?;
+    let keep_within = match &args.keep_within {
+        Some(t) => Some(crate::retention::parse_duration(t).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let opts = forget::ForgetOptions {
+        account: args.account,
+        policy: crate::retention::Policy {
+            keep_within,
+            keep_last: args.keep_last,
+            keep_daily: args.keep_daily,
+            keep_weekly: args.keep_weekly,
+            keep_monthly: args.keep_monthly,
+        },
+        dry_run: args.dry_run,
+    };
+    let groups = forget::run(&repo, &opts)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&groups)?);
+        return Ok(exit::OK);
+    }
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for group in &groups {
+        println!("account {} paths {}:", group.account, group.paths.join(" "));
+        for k in &group.keep {
+            let reasons: Vec<String> = k
+                .reasons
+                .iter()
+                .map(|r| format!("{r:?}").to_lowercase())
+                .collect();
+            println!(
+                "  keep   {} {}  ({})",
+                &k.id[..8],
+                k.time,
+                reasons.join(", ")
+            );
+        }
+        for r in &group.remove {
+            println!("  {verb} {} {}", &r.id[..8], r.time);
+        }
+    }
+    let removed: usize = groups.iter().map(|g| g.remove.len()).sum();
+    let kept: usize = groups.iter().map(|g| g.keep.len()).sum();
+    println!(
+        "{kept} snapshots kept, {removed} {verb}{}",
+        if removed > 0 && !args.dry_run {
+            "; run `snapfs prune` to free their space"
+        } else {
+            ""
+        }
+    );
+    Ok(exit::OK)
+}
+
+fn run_prune(
+    g: &Global,
+    max_unused: &str,
+    dry_run: bool,
+    lock_wait: std::time::Duration,
+) -> anyhow::Result<u8> {
+    let fraction = max_unused
+        .trim()
+        .strip_suffix('%')
+        .unwrap_or(max_unused)
+        .parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..=100.0).contains(p))
+        .with_context(|| format!("--max-unused {max_unused:?}: expected a percentage like 5%"))?
+        / 100.0;
+    let repo = open(g)?;
+    let report = prune::run(
+        &repo,
+        &prune::PruneOptions {
+            max_unused: fraction,
+            dry_run,
+            lock_wait,
+        },
+    )?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}{} of {} packs deleted, {} repacked ({} of live data copied); {} blobs live, {} unused; {} {}",
+            if dry_run { "dry run: " } else { "" },
+            report.packs_deleted,
+            report.packs_before,
+            report.packs_repacked,
+            human_size(report.bytes_repacked),
+            report.blobs_live,
+            report.blobs_unused,
+            human_size(report.bytes_freed),
+            if dry_run { "would be freed" } else { "freed" },
+        );
+        if report.blobs_missing > 0 {
+            println!(
+                "warning: {} chunks that snapshots need are missing; run `snapfs check`",
+                report.blobs_missing
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn run_unlock(g: &Global, all: bool) -> anyhow::Result<u8> {
+    let repo = open(g)?;
+    let removed = crate::repository::lock::unlock(&**repo.backend(), all)?;
+    if g.json {
+        println!("{}", json!({ "removed": removed }));
+    } else {
+        for r in &removed {
+            println!("removed lock {r}");
+        }
+        println!("{} locks removed", removed.len());
+    }
+    Ok(exit::OK)
 }

@@ -64,29 +64,36 @@ impl Policy {
         let mut reasons = vec![Vec::new(); times.len()];
         let local = |i: usize| times[i].naive_local();
 
-        let mut bucketed = |count: Option<u32>, reason: Reason, bucket: &dyn Fn(usize, NaiveDateTime) -> (i64, u32, u32)| {
-            let Some(mut left) = count else { return };
-            let mut last = None;
-            for &i in &order {
-                if left == 0 {
-                    break;
+        let mut bucketed =
+            |count: Option<u32>,
+             reason: Reason,
+             bucket: &dyn Fn(usize, NaiveDateTime) -> (i64, u32, u32)| {
+                let Some(mut left) = count else { return };
+                let mut last = None;
+                for &i in &order {
+                    if left == 0 {
+                        break;
+                    }
+                    let b = bucket(i, local(i));
+                    if last != Some(b) {
+                        reasons[i].push(reason.clone());
+                        last = Some(b);
+                        left -= 1;
+                    }
                 }
-                let b = bucket(i, local(i));
-                if last != Some(b) {
-                    reasons[i].push(reason.clone());
-                    last = Some(b);
-                    left -= 1;
-                }
-            }
-        };
+            };
         // keep-last: every snapshot is a bucket of its own.
         bucketed(self.keep_last, Reason::Last, &|i, _| (i as i64, 0, 0));
-        bucketed(self.keep_daily, Reason::Daily, &|_, t| (t.year().into(), t.month(), t.day()));
+        bucketed(self.keep_daily, Reason::Daily, &|_, t| {
+            (t.year().into(), t.month(), t.day())
+        });
         bucketed(self.keep_weekly, Reason::Weekly, &|_, t| {
             let w = t.iso_week();
             (w.year().into(), w.week(), 0)
         });
-        bucketed(self.keep_monthly, Reason::Monthly, &|_, t| (t.year().into(), t.month(), 0));
+        bucketed(self.keep_monthly, Reason::Monthly, &|_, t| {
+            (t.year().into(), t.month(), 0)
+        });
 
         if let (Some(within), Some(&newest)) = (self.keep_within, order.first()) {
             let threshold = local(newest) - within;
@@ -109,18 +116,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             number.push(c);
             continue;
         }
-        let n: i64 = number.parse().map_err(|_| format!("{text:?}: expected a number before {c:?}"))?;
+        let n: i64 = number
+            .parse()
+            .map_err(|_| format!("{text:?}: expected a number before {c:?}"))?;
         number.clear();
         total += match c {
             'w' => Duration::weeks(n),
             'd' => Duration::days(n),
             'h' => Duration::hours(n),
             'm' => Duration::minutes(n),
-            _ => return Err(format!("{text:?}: unknown unit {c:?} (use w, d, h or m)")),
+            's' => Duration::seconds(n),
+            _ => {
+                return Err(format!(
+                    "{text:?}: unknown unit {c:?} (use w, d, h, m or s)"
+                ))
+            }
         };
     }
     if !number.is_empty() || total.is_zero() {
-        return Err(format!("{text:?}: expected a duration like 30d, 12h or 1d12h"));
+        return Err(format!(
+            "{text:?}: expected a duration like 30d, 12h or 1d12h"
+        ));
     }
     Ok(total)
 }
@@ -137,11 +153,18 @@ mod tests {
     fn kept(policy: &Policy, times: &[&str]) -> Vec<String> {
         let parsed: Vec<_> = times.iter().map(|s| t(s)).collect();
         let reasons = policy.apply(&parsed);
-        times.iter().zip(reasons).filter(|(_, r)| !r.is_empty()).map(|(s, _)| s.to_string()).collect()
+        times
+            .iter()
+            .zip(reasons)
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(s, _)| s.to_string())
+            .collect()
     }
 
     fn days(n: u32, start_day: u32, time: &str) -> Vec<String> {
-        (0..n).map(|d| format!("2026-10-{:02} {time}", start_day + d)).collect()
+        (0..n)
+            .map(|d| format!("2026-10-{:02} {time}", start_day + d))
+            .collect()
     }
 
     #[test]
@@ -152,18 +175,32 @@ mod tests {
             times: Vec<String>,
             kept: Vec<&'static str>,
         }
-        let daily = |n| Policy { keep_daily: Some(n), ..Policy::default() };
+        let daily = |n| Policy {
+            keep_daily: Some(n),
+            ..Policy::default()
+        };
         let cases = vec![
             Case {
                 name: "keep-last keeps the newest N whatever the days",
-                policy: Policy { keep_last: Some(2), ..Policy::default() },
-                times: vec!["2026-11-01 02:00 +00:00".into(), "2026-11-02 02:00 +00:00".into(), "2026-11-02 14:00 +00:00".into()],
+                policy: Policy {
+                    keep_last: Some(2),
+                    ..Policy::default()
+                },
+                times: vec![
+                    "2026-11-01 02:00 +00:00".into(),
+                    "2026-11-02 02:00 +00:00".into(),
+                    "2026-11-02 14:00 +00:00".into(),
+                ],
                 kept: vec!["2026-11-02 02:00 +00:00", "2026-11-02 14:00 +00:00"],
             },
             Case {
                 name: "keep-daily keeps the newest of each day",
                 policy: daily(2),
-                times: vec!["2026-11-01 02:00 +00:00".into(), "2026-11-02 02:00 +00:00".into(), "2026-11-02 14:00 +00:00".into()],
+                times: vec![
+                    "2026-11-01 02:00 +00:00".into(),
+                    "2026-11-02 02:00 +00:00".into(),
+                    "2026-11-02 14:00 +00:00".into(),
+                ],
                 kept: vec!["2026-11-01 02:00 +00:00", "2026-11-02 14:00 +00:00"],
             },
             Case {
@@ -175,37 +212,68 @@ mod tests {
                     "2026-11-09 02:00 +00:00".into(),
                     "2026-11-20 02:00 +00:00".into(),
                 ],
-                kept: vec!["2026-11-05 02:00 +00:00", "2026-11-09 02:00 +00:00", "2026-11-20 02:00 +00:00"],
+                kept: vec![
+                    "2026-11-05 02:00 +00:00",
+                    "2026-11-09 02:00 +00:00",
+                    "2026-11-20 02:00 +00:00",
+                ],
             },
             Case {
                 name: "days are the snapshot's own local days",
                 policy: daily(1),
                 // 23:30 UTC on the 1st is 00:30 on the 2nd in +01:00.
-                times: vec!["2026-11-02 00:30 +01:00".into(), "2026-11-02 00:10 +01:00".into()],
+                times: vec![
+                    "2026-11-02 00:30 +01:00".into(),
+                    "2026-11-02 00:10 +01:00".into(),
+                ],
                 kept: vec!["2026-11-02 00:30 +01:00"],
             },
             Case {
                 name: "keep-weekly by ISO week",
-                policy: Policy { keep_weekly: Some(2), ..Policy::default() },
+                policy: Policy {
+                    keep_weekly: Some(2),
+                    ..Policy::default()
+                },
                 // Mon 2 Nov, Sun 8 Nov (same week), Mon 9 Nov.
-                times: vec!["2026-11-02 02:00 +00:00".into(), "2026-11-08 02:00 +00:00".into(), "2026-11-09 02:00 +00:00".into()],
+                times: vec![
+                    "2026-11-02 02:00 +00:00".into(),
+                    "2026-11-08 02:00 +00:00".into(),
+                    "2026-11-09 02:00 +00:00".into(),
+                ],
                 kept: vec!["2026-11-08 02:00 +00:00", "2026-11-09 02:00 +00:00"],
             },
             Case {
                 name: "keep-monthly",
-                policy: Policy { keep_monthly: Some(1), ..Policy::default() },
-                times: vec!["2026-10-31 02:00 +00:00".into(), "2026-11-01 02:00 +00:00".into(), "2026-11-15 02:00 +00:00".into()],
+                policy: Policy {
+                    keep_monthly: Some(1),
+                    ..Policy::default()
+                },
+                times: vec![
+                    "2026-10-31 02:00 +00:00".into(),
+                    "2026-11-01 02:00 +00:00".into(),
+                    "2026-11-15 02:00 +00:00".into(),
+                ],
                 kept: vec!["2026-11-15 02:00 +00:00"],
             },
             Case {
                 name: "keep-within is relative to the newest snapshot, not now",
-                policy: Policy { keep_within: Some(Duration::days(2)), ..Policy::default() },
-                times: vec!["2020-01-01 02:00 +00:00".into(), "2020-01-02 02:00 +00:00".into(), "2020-01-03 02:00 +00:00".into()],
+                policy: Policy {
+                    keep_within: Some(Duration::days(2)),
+                    ..Policy::default()
+                },
+                times: vec![
+                    "2020-01-01 02:00 +00:00".into(),
+                    "2020-01-02 02:00 +00:00".into(),
+                    "2020-01-03 02:00 +00:00".into(),
+                ],
                 kept: vec!["2020-01-02 02:00 +00:00", "2020-01-03 02:00 +00:00"],
             },
             Case {
                 name: "keep-within 30d across the autumn DST change keeps 30 daily snapshots",
-                policy: Policy { keep_within: Some(Duration::days(30)), ..Policy::default() },
+                policy: Policy {
+                    keep_within: Some(Duration::days(30)),
+                    ..Policy::default()
+                },
                 // Central Europe: +02:00 until 25 Oct, +01:00 after.
                 times: (10..=25)
                     .map(|d| format!("2026-10-{d:02} 02:00 +02:00"))
@@ -216,8 +284,15 @@ mod tests {
             },
             Case {
                 name: "several rules: union of what each keeps",
-                policy: Policy { keep_last: Some(1), keep_monthly: Some(2), ..Policy::default() },
-                times: days(5, 1, "02:00 +00:00").into_iter().chain(["2026-09-15 02:00 +00:00".to_string()]).collect(),
+                policy: Policy {
+                    keep_last: Some(1),
+                    keep_monthly: Some(2),
+                    ..Policy::default()
+                },
+                times: days(5, 1, "02:00 +00:00")
+                    .into_iter()
+                    .chain(["2026-09-15 02:00 +00:00".to_string()])
+                    .collect(),
                 kept: vec!["2026-10-05 02:00 +00:00", "2026-09-15 02:00 +00:00"],
             },
         ];
@@ -235,7 +310,10 @@ mod tests {
 
     #[test]
     fn spring_dst_change_keeps_30_too() {
-        let policy = Policy { keep_within: Some(Duration::days(30)), ..Policy::default() };
+        let policy = Policy {
+            keep_within: Some(Duration::days(30)),
+            ..Policy::default()
+        };
         let times: Vec<String> = (1..=28)
             .map(|d| format!("2026-03-{d:02} 02:00 +01:00"))
             .chain((29..=31).map(|d| format!("2026-03-{d:02} 02:00 +02:00")))

@@ -9,6 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +54,10 @@ pub trait Backend: Send + Sync {
     /// Remove a file; a file that is already gone is not an error.
     fn remove(&self, kind: FileType, name: &str) -> Result<()>;
     fn exists(&self, kind: FileType, name: &str) -> Result<bool>;
+    /// Remove temporary files left by interrupted writes; only safe while
+    /// no other process writes (prune holds the exclusive lock). Returns
+    /// how many were removed.
+    fn remove_temporary(&self) -> Result<u64>;
 }
 
 /// A repository in a local folder (or anything mounted like one).
@@ -266,6 +271,31 @@ impl Backend for LocalBackend {
 
     fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
         Ok(self.path(kind, name).exists())
+    }
+
+    fn remove_temporary(&self) -> Result<u64> {
+        let mut dirs = vec![
+            self.root.clone(),
+            self.dir(FileType::Index),
+            self.dir(FileType::Snapshot),
+            self.dir(FileType::Lock),
+        ];
+        if let Ok(fans) = fs::read_dir(self.dir(FileType::Pack)) {
+            dirs.extend(fans.flatten().map(|f| f.path()));
+        }
+        let mut removed = 0;
+        for dir in dirs {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_name().as_bytes().starts_with(b".tmp-") {
+                    fs::remove_file(entry.path()).at(entry.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 }
 

@@ -146,6 +146,33 @@ impl Index {
         })
     }
 
+    /// The position of `id` among the sorted entries: a dense number in
+    /// `0..sorted_len()` for compact per-blob bitmaps (prune). Entries added
+    /// since the last `sort` have none.
+    pub fn position(&self, id: &Id) -> Option<usize> {
+        self.sorted.binary_search_by(|e| e.id.cmp(id)).ok()
+    }
+
+    pub fn sorted_len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// The entry at a position returned by `position`.
+    pub fn at(&self, position: usize) -> BlobLocation {
+        let e = &self.sorted[position];
+        BlobLocation {
+            pack: self.packs[e.pack as usize],
+            blob: PackBlob {
+                id: e.id,
+                kind: e.kind,
+                compression: e.compression,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            },
+        }
+    }
+
     pub fn contains(&self, id: &Id) -> bool {
         self.sorted.binary_search_by(|e| e.id.cmp(id)).is_ok() || self.recent.contains_key(id)
     }

@@ -63,7 +63,12 @@ impl LockRecord {
         }
         let age = now.saturating_sub(self.refreshed);
         (age > STALE_AFTER.as_secs() as i64).then(|| {
-            format!("not refreshed for {} minutes (holder {} on {})", age / 60, self.pid, self.hostname)
+            format!(
+                "not refreshed for {} minutes (holder {} on {})",
+                age / 60,
+                self.pid,
+                self.hostname
+            )
         })
     }
 
@@ -79,7 +84,9 @@ fn process_alive(pid: u32) -> bool {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A held lock; released (its file removed) on drop.
@@ -93,7 +100,12 @@ pub struct Lock {
 
 impl Lock {
     /// Take a lock, waiting up to `wait` for conflicting holders to finish.
-    pub fn acquire(backend: Arc<dyn Backend>, kind: LockKind, purpose: &str, wait: Duration) -> Result<Lock> {
+    pub fn acquire(
+        backend: Arc<dyn Backend>,
+        kind: LockKind,
+        purpose: &str,
+        wait: Duration,
+    ) -> Result<Lock> {
         let hostname = crate::metadata::hostname();
         let record = LockRecord {
             kind,
@@ -106,7 +118,10 @@ impl Lock {
         let deadline = Instant::now() + wait;
         let mut told = false;
         loop {
-            let record = LockRecord { refreshed: unix_now(), ..record.clone() };
+            let record = LockRecord {
+                refreshed: unix_now(),
+                ..record.clone()
+            };
             backend.write(FileType::Lock, &name, &record.encode())?;
             let conflicts = conflicting_locks(&*backend, &name, kind, &hostname)?;
             if conflicts.is_empty() {
@@ -125,7 +140,10 @@ impl Lock {
                 tracing::warn!("waiting for {} to finish", holders.join(", "));
                 told = true;
             }
-            std::thread::sleep(jitter(Duration::from_millis(200), Duration::from_millis(800)));
+            std::thread::sleep(jitter(
+                Duration::from_millis(200),
+                Duration::from_millis(800),
+            ));
         }
     }
 
@@ -133,8 +151,12 @@ impl Lock {
         let stop = Arc::new(AtomicBool::new(false));
         let refresh_error = Arc::new(Mutex::new(None));
         let refresher = {
-            let (backend, name, stop, refresh_error) =
-                (backend.clone(), name.clone(), stop.clone(), refresh_error.clone());
+            let (backend, name, stop, refresh_error) = (
+                backend.clone(),
+                name.clone(),
+                stop.clone(),
+                refresh_error.clone(),
+            );
             std::thread::spawn(move || {
                 let mut last = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
@@ -143,19 +165,32 @@ impl Lock {
                         continue;
                     }
                     last = Instant::now();
-                    let fresh = LockRecord { refreshed: unix_now(), ..record.clone() };
+                    let fresh = LockRecord {
+                        refreshed: unix_now(),
+                        ..record.clone()
+                    };
                     if let Err(e) = backend.write(FileType::Lock, &name, &fresh.encode()) {
-                        *refresh_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                        *refresh_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(e.to_string());
                     }
                 }
             })
         };
-        Lock { backend, name, stop, refresher: Some(refresher), refresh_error }
+        Lock {
+            backend,
+            name,
+            stop,
+            refresher: Some(refresher),
+            refresh_error,
+        }
     }
 
     /// An error from refreshing the lock, if any: the holder may have lost it.
     pub fn refresh_error(&self) -> Option<String> {
-        self.refresh_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.refresh_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -172,13 +207,20 @@ impl Drop for Lock {
 }
 
 fn jitter(min: Duration, max: Duration) -> Duration {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) as u64;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos()) as u64;
     let span = (max - min).as_millis() as u64;
     min + Duration::from_millis(nanos % span.max(1))
 }
 
 /// Live locks that conflict with taking `kind`; stale ones are removed.
-fn conflicting_locks(backend: &dyn Backend, own: &str, kind: LockKind, hostname: &str) -> Result<Vec<LockRecord>> {
+fn conflicting_locks(
+    backend: &dyn Backend,
+    own: &str,
+    kind: LockKind,
+    hostname: &str,
+) -> Result<Vec<LockRecord>> {
     let mut out = Vec::new();
     for (other, record) in list(backend)? {
         if other == own {
@@ -247,7 +289,14 @@ mod tests {
         let (_d, b) = backend();
         let one = Lock::acquire(b.clone(), LockKind::Shared, "backup a", Duration::ZERO).unwrap();
         let two = Lock::acquire(b.clone(), LockKind::Shared, "backup b", Duration::ZERO).unwrap();
-        let err = Lock::acquire(b.clone(), LockKind::Exclusive, "prune", Duration::from_millis(300)).err().unwrap();
+        let err = Lock::acquire(
+            b.clone(),
+            LockKind::Exclusive,
+            "prune",
+            Duration::from_millis(300),
+        )
+        .err()
+        .unwrap();
         assert!(matches!(err, Error::Locked(_)), "{err}");
         assert!(err.to_string().contains("backup a") || err.to_string().contains("backup b"));
         drop(one);
@@ -255,7 +304,10 @@ mod tests {
         let ex = Lock::acquire(b.clone(), LockKind::Exclusive, "prune", Duration::ZERO).unwrap();
         assert!(Lock::acquire(b.clone(), LockKind::Shared, "backup", Duration::ZERO).is_err());
         drop(ex);
-        assert!(b.list(FileType::Lock).unwrap().is_empty(), "released locks are removed");
+        assert!(
+            b.list(FileType::Lock).unwrap().is_empty(),
+            "released locks are removed"
+        );
     }
 
     #[test]
@@ -263,16 +315,37 @@ mod tests {
         let (_d, b) = backend();
         let host = crate::metadata::hostname();
         // A dead process on this host.
-        let dead = LockRecord { kind: LockKind::Exclusive, hostname: host, pid: 999_999_999, refreshed: unix_now(), purpose: "prune".into() };
+        let dead = LockRecord {
+            kind: LockKind::Exclusive,
+            hostname: host,
+            pid: 999_999_999,
+            refreshed: unix_now(),
+            purpose: "prune".into(),
+        };
         b.write(FileType::Lock, "dead", &dead.encode()).unwrap();
         // Another host, not refreshed for an hour.
-        let old = LockRecord { hostname: "elsewhere".into(), pid: 1, refreshed: unix_now() - 3600, ..dead.clone() };
+        let old = LockRecord {
+            hostname: "elsewhere".into(),
+            pid: 1,
+            refreshed: unix_now() - 3600,
+            ..dead.clone()
+        };
         b.write(FileType::Lock, "old", &old.encode()).unwrap();
         // Another host, fresh: not stale.
-        let fresh = LockRecord { hostname: "elsewhere".into(), pid: 1, kind: LockKind::Shared, ..dead.clone() };
+        let fresh = LockRecord {
+            hostname: "elsewhere".into(),
+            pid: 1,
+            kind: LockKind::Shared,
+            ..dead.clone()
+        };
         b.write(FileType::Lock, "fresh", &fresh.encode()).unwrap();
         let shared = Lock::acquire(b.clone(), LockKind::Shared, "backup", Duration::ZERO).unwrap();
-        let names: Vec<String> = b.list(FileType::Lock).unwrap().into_iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = b
+            .list(FileType::Lock)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert!(!names.contains(&"dead".to_string()) && !names.contains(&"old".to_string()));
         assert!(names.contains(&"fresh".to_string()));
         drop(shared);

@@ -49,7 +49,12 @@ pub struct Repository {
     rescanned: Mutex<bool>,
     /// Names of the index files already in `index`.
     loaded_index_files: Mutex<HashSet<String>>,
+    /// When a read found its pack gone, the index was reloaded (a prune may
+    /// have moved the blob); at most once per `RELOAD_INTERVAL`.
+    last_reload: Mutex<Option<std::time::Instant>>,
 }
+
+const RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Repository {
     /// Create a new, empty repository at a local path.
@@ -98,6 +103,7 @@ impl Repository {
             index_problems: Vec::new(),
             rescanned: Mutex::new(false),
             loaded_index_files: Mutex::new(HashSet::new()),
+            last_reload: Mutex::new(None),
         };
         repo.load_index()?;
         Ok(repo)
@@ -142,6 +148,31 @@ impl Repository {
         index.sort();
         self.index = RwLock::new(index);
         self.loaded_index_files = Mutex::new(loaded);
+        Ok(())
+    }
+
+    /// Rebuild the in-memory index from the index files there are now: after
+    /// a prune replaced them, locations of repacked blobs have changed.
+    pub fn reload_index(&self) -> Result<()> {
+        let mut index = Index::new();
+        let mut loaded = HashSet::new();
+        for (name, _) in self.backend.list(FileType::Index)? {
+            match self.read_index_file(&name) {
+                Ok(file) => {
+                    index.extend_unsorted(file);
+                    loaded.insert(name);
+                }
+                Err(e) => tracing::warn!("skipping index {name}: {e}"),
+            }
+        }
+        index.sort();
+        *self.index_mut() = index;
+        *self
+            .loaded_index_files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = loaded;
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::time::Instant::now());
         Ok(())
     }
 
@@ -237,8 +268,27 @@ impl Repository {
         Ok(self.locate(id)?.blob.raw_length as u64)
     }
 
-    /// Read a blob, decompress it and verify its hash.
+    /// Read a blob, decompress it and verify its hash. A blob whose pack is
+    /// gone is looked up again in a reloaded index once: prune may have
+    /// repacked it while this process was running.
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        match self.load_blob_once(id) {
+            Err(Error::Corrupt { reason, .. })
+                if reason.starts_with("its pack") && self.may_reload() =>
+            {
+                self.reload_index()?;
+                self.load_blob_once(id)
+            }
+            other => other,
+        }
+    }
+
+    fn may_reload(&self) -> bool {
+        let last = self.last_reload.lock().unwrap_or_else(|e| e.into_inner());
+        last.is_none_or(|t| t.elapsed() >= RELOAD_INTERVAL)
+    }
+
+    fn load_blob_once(&self, id: &Id) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
         let stored = self
             .backend
@@ -316,7 +366,14 @@ impl Repository {
 
     /// Start writing blobs; `Packer::flush` makes them durable and indexed.
     pub fn packer(&self) -> Packer<'_> {
-        Packer::new(self)
+        Packer::new(self, false)
+    }
+
+    /// A packer that stores every blob it is given, even those the index
+    /// already lists: prune uses it to move live blobs out of packs it is
+    /// about to delete.
+    pub fn repacker(&self) -> Packer<'_> {
+        Packer::new(self, true)
     }
 
     pub fn list_files(&self, kind: FileType) -> Result<Vec<(String, u64)>> {

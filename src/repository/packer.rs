@@ -22,6 +22,8 @@ const PACKS_PER_INDEX_FILE: usize = 64;
 
 pub struct Packer<'r> {
     repo: &'r Repository,
+    /// Store blobs even when the index has them (repacking).
+    ignore_index: bool,
     state: Mutex<State>,
 }
 
@@ -33,6 +35,8 @@ struct State {
     pending: HashSet<Id>,
     /// Durable packs that no index file lists yet.
     unindexed: Vec<IndexPack>,
+    /// Every pack this packer wrote.
+    written: Vec<Id>,
     failed: Option<String>,
     stats: PackerStats,
 }
@@ -49,11 +53,16 @@ pub struct PackerStats {
 }
 
 impl<'r> Packer<'r> {
-    pub(super) fn new(repo: &'r Repository) -> Packer<'r> {
+    pub(super) fn new(repo: &'r Repository, ignore_index: bool) -> Packer<'r> {
         Packer {
             repo,
+            ignore_index,
             state: Mutex::new(State::default()),
         }
+    }
+
+    fn indexed(&self, id: &Id) -> bool {
+        !self.ignore_index && self.repo.has_blob(id)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -61,7 +70,7 @@ impl<'r> Packer<'r> {
     }
 
     fn known(&self, id: &Id) -> bool {
-        self.repo.has_blob(id) || self.state().pending.contains(id)
+        self.indexed(id) || self.state().pending.contains(id)
     }
 
     /// Store a blob unless the repository has it. Returns its id and the
@@ -81,7 +90,7 @@ impl<'r> Packer<'r> {
                 )));
             }
             // Another thread may have stored the same blob meanwhile.
-            if self.repo.has_blob(&id) || !state.pending.insert(id) {
+            if self.indexed(&id) || !state.pending.insert(id) {
                 return Ok((id, 0));
             }
             state
@@ -129,6 +138,7 @@ impl<'r> Packer<'r> {
                     state.pending.remove(&b.id);
                 }
                 state.stats.packs_written += 1;
+                state.written.push(id);
                 state.unindexed.push(IndexPack { id, blobs });
                 if state.unindexed.len() >= PACKS_PER_INDEX_FILE {
                     let packs = std::mem::take(&mut state.unindexed);
@@ -166,6 +176,13 @@ impl<'r> Packer<'r> {
         let packs = std::mem::take(&mut self.state().unindexed);
         self.write_index(packs)?;
         Ok(self.stats())
+    }
+
+    /// The ids of the packs written so far. A repacked pack can have the
+    /// id of an existing one (same blobs, same order): callers deleting old
+    /// packs must not delete these.
+    pub fn written_packs(&self) -> Vec<Id> {
+        self.state().written.clone()
     }
 
     pub fn stats(&self) -> PackerStats {

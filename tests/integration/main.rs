@@ -10,12 +10,14 @@
 //! - `concurrent`: backups running at the same time lose nothing.
 //! - `sources`:    unreadable and vanishing source files.
 //! - `fixture`:    a repository written by format v1 stays readable.
+//! - `prune`:      thirty rolling days: forget, prune, kills, concurrency.
 
 mod concurrent;
 mod corruption;
 mod crash;
 mod dedup;
 mod fixture;
+mod prune;
 mod roundtrip;
 mod sources;
 mod support;

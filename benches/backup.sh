@@ -117,7 +117,7 @@ measure() {
         end=$(date +%s.%N)
         LAST_RSS_KB=$hwm
     fi
-    LAST_SECS=$(echo "$end - $start" | bc -l 2>/dev/null || awk -v a="$start" -v b="$end" 'BEGIN {print b - a}')
+    LAST_SECS=$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.3f", b - a}')
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
@@ -175,7 +175,7 @@ done
 again_s=$(median "${t_again[@]}")
 echo "runs: ${t_again[*]}"
 echo "re-backup: ${again_s}s, $(mibps "$again_s"), $(ratio "$again_s" "$tar_s") the tar time"
-grep -o '"files_read":[0-9]*\|"files_unchanged":[0-9]*\|"bytes_read":[0-9]*' "$WORK/again.log" | tr '\n' ' '
+grep -o '"files_read":[0-9]*\|"files_unchanged":[0-9]*\|"bytes_read":[0-9]*\|"bytes_added":[0-9]*' "$WORK/again.log" | tr '\n' ' '
 echo
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The one test command. The README, CI (.ci/run) and developers all run:
+#
+#     bash tests/run.sh
+#
+# On a fresh Debian machine, as root, it first installs the system tools the
+# integration tests drive (FUSE, OpenSSH's sshd and sftp, xattr tools, fio)
+# when they are missing; then it runs formatting, lint, build and tests.
+# As a normal user it installs nothing: tests that need a missing tool or
+# FUSE skip, unless SNAPFS_REQUIRE_FUSE=1 (set under CI), when they fail.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+section() {
+    printf '\n==== %s ====\n' "$*"
+}
+
+# Time each cargo step so a slow one stands out in CI logs.
+step() {
+    section "$*"
+    local start=$SECONDS
+    "$@"
+    printf -- '---- %s: ok (%ds)\n' "$*" "$((SECONDS - start))"
+}
+
+# ---------------------------------------------------------------------------
+section "system packages"
+
+# package -> a file or command that proves it is installed. `command -v` is
+# not enough for sshd: /usr/sbin is not on every user's PATH.
+declare -A proof=(
+    [fuse3]=fusermount3
+    [openssh-server]=/usr/sbin/sshd
+    [openssh-client]=sftp
+    [attr]=setfattr
+    [fio]=fio
+    [util-linux]=findmnt
+)
+missing=()
+for pkg in fuse3 openssh-server openssh-client attr fio util-linux; do
+    p=${proof[$pkg]}
+    if { [[ $p == /* ]] && [[ -x $p ]]; } || command -v "$p" >/dev/null 2>&1 \
+        || dpkg -s "$pkg" >/dev/null 2>&1; then
+        continue
+    fi
+    missing+=("$pkg")
+done
+
+if ((${#missing[@]} == 0)); then
+    echo "all present: ${!proof[*]}"
+elif [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Only now: an apt-get update is slow and needs the network.
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+    echo "missing: ${missing[*]} (run as root on Debian to install them;"
+    echo "the tests that need them will skip, or fail under SNAPFS_REQUIRE_FUSE=1)"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install Rust (https://rustup.rs) first" >&2
+    exit 1
+fi
+
+# Under CI a missing /dev/fuse must fail the FUSE tests, not skip them.
+if [[ ${CI:-} == true ]]; then
+    export SNAPFS_REQUIRE_FUSE=1
+fi
+echo "SNAPFS_REQUIRE_FUSE=${SNAPFS_REQUIRE_FUSE:-0}"
+cargo --version
+rustc --version
+
+# ---------------------------------------------------------------------------
+step cargo fmt --check
+step cargo clippy --all-targets -- -D warnings
+step cargo build --all-targets
+step cargo test --all-targets
+
+# `--all-targets` does not run doc tests. Run them unconditionally: with
+# none it costs a second, and guessing from the source whether a fenced
+# block is a test (not `text`, not `ignore`) is easy to get wrong.
+step cargo test --doc
+
+# The fuzz targets must keep compiling even where nobody runs them. A plain
+# `cargo check` of the fuzz crate needs neither nightly nor cargo-fuzz.
+if [[ -f fuzz/Cargo.toml ]]; then
+    step cargo check --manifest-path fuzz/Cargo.toml
+else
+    section "fuzz"
+    echo "no fuzz/ crate"
+fi
+
+section "all tests passed"

@@ -29,6 +29,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs bench binaries too, without `--bench`:
+    // a debug-build benchmark would only slow the test run down.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("index_load: run with `cargo bench --bench index_load`");
+        return;
+    }
     let chunks: u64 = std::env::var("CHUNKS")
         .ok()
         .and_then(|v| v.parse().ok())

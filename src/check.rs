@@ -72,7 +72,7 @@ pub fn run(repo: &Repository, read_data: bool) -> Result<CheckReport> {
     }
     let (snapshots, bad_snapshots) = snapshot::list(repo)?;
     for (name, e) in bad_snapshots {
-        record(format!("snapshot {name}"), e.to_string());
+        record(format!("snapshot {name}"), e.reason());
     }
     report.snapshots = snapshots.len();
 
@@ -93,7 +93,7 @@ pub fn run(repo: &Repository, read_data: bool) -> Result<CheckReport> {
         let header = match repo.read_pack_header(pack) {
             Ok(h) => h,
             Err(e) => {
-                record(format!("pack {pack}"), e.to_string());
+                record(format!("pack {pack}"), e.reason());
                 mark_pack_bad(&by_pack, pack, "its pack is damaged", &mut bad_blobs);
                 continue;
             }
@@ -186,7 +186,7 @@ fn read_pack(
     let name = pack.to_hex();
     let bytes = match repo.backend().read(FileType::Pack, &name) {
         Ok(b) => b,
-        Err(e) => return record(format!("pack {name}"), e.to_string()),
+        Err(e) => return record(format!("pack {name}"), e.reason()),
     };
     if Id::hash(&bytes) != *pack {
         record(
@@ -205,7 +205,7 @@ fn read_pack(
                 blob.id,
                 (
                     format!("{} blob {}", pack::kind_name(blob.kind), blob.id),
-                    e.to_string(),
+                    e.reason(),
                 ),
             );
         }
@@ -304,7 +304,7 @@ impl TreeWalker<'_> {
             }
             Err(e) if found.is_empty() => found.push(Found {
                 object: format!("tree {id}"),
-                problem: e.to_string(),
+                problem: e.reason(),
                 path: String::new(),
             }),
             Err(_) => {}

@@ -56,6 +56,15 @@ impl Error {
         }
     }
 
+    /// What is wrong, without the object's name: for messages that already
+    /// name the object.
+    pub fn reason(&self) -> String {
+        match self {
+            Error::Corrupt { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// The raw OS error for I/O failures, for callers that distinguish
     /// "disk full" from "permission denied".
     pub fn raw_os_error(&self) -> Option<i32> {

@@ -146,14 +146,16 @@ impl Restorer<'_> {
             .create_new(true)
             .open(path)
             .at(path)?;
-        let mut offset = 0u64;
-        for id in &node.content {
-            let data = self.repo.load_blob(id)?;
-            write_sparse(&file, &data, offset).at(path)?;
-            offset += data.len() as u64;
-        }
-        // Trailing holes: extend without writing.
-        file.set_len(offset).at(path)?;
+        let offset = match write_content(self.repo, &file, path, &node.content) {
+            Ok(n) => n,
+            Err(e) => {
+                // A half-written file looks like a good one to the next
+                // program that reads it: remove it; the error names it.
+                drop(file);
+                let _ = fs::remove_file(path);
+                return Err(e);
+            }
+        };
         self.outcome.files += 1;
         self.outcome.bytes += offset;
         if node.links > 1 {
@@ -162,6 +164,19 @@ impl Restorer<'_> {
         }
         Ok(true)
     }
+}
+
+/// Write a file's chunks; returns its length.
+fn write_content(repo: &Repository, file: &File, path: &Path, chunks: &[Id]) -> Result<u64> {
+    let mut offset = 0u64;
+    for id in chunks {
+        let data = repo.load_blob(id)?;
+        write_sparse(file, &data, offset).at(path)?;
+        offset += data.len() as u64;
+    }
+    // Trailing holes: extend without writing.
+    file.set_len(offset).at(path)?;
+    Ok(offset)
 }
 
 fn remove_existing(path: &Path) {

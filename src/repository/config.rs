@@ -14,7 +14,8 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
-    /// Random, to tell repositories apart (replication, caches).
+    /// Unique per repository (a hash of creation time, pid and an address),
+    /// to tell repositories apart (replication, caches).
     pub id: Id,
     pub chunker: ChunkerParams,
     /// A pack is sealed once it holds at least this many bytes.

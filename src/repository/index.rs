@@ -107,8 +107,8 @@ impl Index {
     }
 
     /// Make entries added by `extend_unsorted` searchable. When a blob is in
-    /// several packs (two backups stored it at the same time) the first
-    /// listed wins; both copies are valid.
+    /// several packs (two backups stored it at the same time) one copy is
+    /// kept, which one is unspecified: both are valid.
     pub fn sort(&mut self) {
         let recent = std::mem::take(&mut self.recent);
         self.sorted.extend(recent.into_values());

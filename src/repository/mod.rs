@@ -67,10 +67,24 @@ impl Repository {
                 path.display()
             )));
         }
+        let occupied = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some());
+        if occupied {
+            return Err(Error::Invalid(format!(
+                "{} is not empty: a new repository needs an empty or new folder",
+                path.display()
+            )));
+        }
         backend.create()?;
         let mut config = Config::new(chunker);
         if let Some(size) = pack_size {
-            config.pack_size = size.max(4096);
+            // Blob offsets are u32: a pack must stay far below 4 GiB even
+            // with a maximum-size chunk appended past the target.
+            if !(4096..=1 << 30).contains(&size) {
+                return Err(Error::Invalid(format!(
+                    "pack size {size} must be between 4 KiB and 1 GiB"
+                )));
+            }
+            config.pack_size = size;
         }
         backend.write(FileType::Config, "config", &config.encode())?;
         Self::open_backend(Arc::new(backend))

@@ -129,7 +129,7 @@ impl PackBuilder {
     }
 }
 
-/// Parse the footer; returns the header's length.
+/// Parse the footer; returns the header's length and its BLAKE3 hash.
 pub fn parse_footer(object: &str, footer: &[u8], file_len: u64) -> Result<(u32, [u8; 32])> {
     let bad = |reason: String| Error::corrupt(format!("pack {object}"), reason);
     if footer.len() != FOOTER_LEN || file_len < (LEAD_LEN + FOOTER_LEN) as u64 {

@@ -118,6 +118,8 @@ fn flipped_byte_in_a_data_chunk() {
     ]);
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("data.bin"));
+    // No half-written file that looks like a good one.
+    assert!(!d.t.path("a-out/data.bin").exists());
 }
 
 #[test]

@@ -96,6 +96,16 @@ fn missing_repository_and_bad_usage_exit_codes() {
 }
 
 #[test]
+fn init_refuses_a_folder_that_holds_something_else() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("precious"), b"data").unwrap();
+    let out = snapfs(dir.path(), &["init"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
 fn backup_creates_the_repository_when_missing() {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir(dir.path().join("src")).unwrap();

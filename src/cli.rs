@@ -181,6 +181,10 @@ fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
 }
 
 pub fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`snapfs ls latest | head`) like other
+    // Unix tools, instead of panicking in println!.
+    // SAFETY: setting a signal disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -193,7 +197,9 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging();
-    match run(cli) {
+    let result = run(cli);
+    log_peak_memory();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("snapfs: {e}");
@@ -219,6 +225,23 @@ fn init_logging() {
         .without_time()
         .with_target(false)
         .try_init();
+}
+
+/// Peak resident memory, for operators sizing machines (SNAPFS_LOG=debug)
+/// and for the benchmarks.
+fn log_peak_memory() {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        tracing::debug!("peak RSS {}", human_size(kib * 1024));
+    }
 }
 
 /// `--repo`, then `SNAPFS_REPO` (clap reads it), then the default.
@@ -340,7 +363,8 @@ fn parse_time(text: &str) -> anyhow::Result<(Timestamp, i32)> {
 fn run_backup(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
     let path = repo_path(g);
     let repo = if Repository::exists(&path) {
-        Repository::open(&path)?
+        // backup::run reads the index under its lock.
+        Repository::open_without_index(&path)?
     } else {
         eprintln!(
             "snapfs: no repository at {} yet; creating one",
@@ -645,7 +669,8 @@ fn run_prune(
         .filter(|p| (0.0..=100.0).contains(p))
         .with_context(|| format!("--max-unused {max_unused:?}: expected a percentage like 5%"))?
         / 100.0;
-    let repo = open(g)?;
+    // prune::run reads the index under its lock.
+    let repo = Repository::open_without_index(&repo_path(g))?;
     let report = prune::run(
         &repo,
         &prune::PruneOptions {

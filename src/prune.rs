@@ -59,7 +59,7 @@ pub struct PruneReport {
     pub bytes_before: u64,
     /// Bytes of live blobs copied into new packs.
     pub bytes_repacked: u64,
-    /// What the repository's packs shrank by (planned, for --dry-run).
+    /// What the repository's packs shrank by (for --dry-run: would shrink by).
     pub bytes_freed: u64,
     pub index_files_replaced: usize,
     pub temporary_files_removed: u64,
@@ -91,12 +91,14 @@ impl PackUse {
 const HEADER_BYTES_PER_BLOB: u64 = 32 + 2 + 15;
 
 pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
-    let _lock = Lock::acquire(
-        repo.backend().clone(),
-        LockKind::Exclusive,
-        "prune",
-        opts.lock_wait,
-    )?;
+    // A dry run only reads: a shared lock keeps a prune from changing the
+    // repository under it without stopping backups.
+    let kind = if opts.dry_run {
+        LockKind::Shared
+    } else {
+        LockKind::Exclusive
+    };
+    let lock = Lock::acquire(repo.backend().clone(), kind, "prune", opts.lock_wait)?;
     let mut report = PruneReport {
         dry_run: opts.dry_run,
         ..PruneReport::default()
@@ -144,11 +146,21 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .filter(|p| !new_packs.contains(p))
         .copied()
         .collect();
+    // Deleting is only safe while we still hold the lock.
+    if let Some(e) = lock.refresh_error() {
+        return Err(Error::Locked(format!(
+            "lost the prune lock before deleting anything: {e}"
+        )));
+    }
     report.index_files_replaced = rewrite_index(repo, &gone, &unindexed)?;
     for pack in &gone {
         repo.backend().remove(FileType::Pack, &pack.to_hex())?;
     }
-    report.temporary_files_removed = repo.backend().remove_temporary()?;
+    // Cleaning up is a courtesy: the prune itself is done.
+    match repo.backend().remove_temporary() {
+        Ok(n) => report.temporary_files_removed = n,
+        Err(e) => tracing::warn!("could not remove temporary files: {e}"),
+    }
     let after: u64 = repo
         .list_files(FileType::Pack)?
         .iter()
@@ -305,21 +317,26 @@ fn repack_live_blobs(
     if packs.is_empty() {
         return Ok((0, HashSet::new()));
     }
-    let moving: Vec<(Id, BlobKind)> = {
+    // Index positions (4 bytes each), not ids: with millions of chunks to
+    // move this list would otherwise rival the index itself.
+    let moving: Vec<u32> = {
         let index = repo.index();
         (0..index.sorted_len())
-            .filter(|&pos| live.contains(pos))
-            .map(|pos| index.at(pos))
-            .filter(|loc| packs.contains(&loc.pack))
-            .map(|loc| (loc.blob.id, loc.blob.kind))
+            .filter(|&pos| live.contains(pos) && packs.contains(&index.at(pos).pack))
+            .map(|pos| pos as u32)
             .collect()
     };
     let packer = repo.repacker();
-    for (id, kind) in &moving {
+    for pos in moving {
+        // A short-lived guard: the packer takes the index lock to write.
+        let (id, kind): (Id, BlobKind) = {
+            let loc = repo.index().at(pos as usize);
+            (loc.blob.id, loc.blob.kind)
+        };
         // load_blob verifies the hash: a damaged blob stops the prune here,
         // before its pack (the only copy) is deleted.
-        let data = repo.load_blob(id)?;
-        packer.add(*kind, &data)?;
+        let data = repo.load_blob(&id)?;
+        packer.add(kind, &data)?;
     }
     let copied = packer.flush()?.bytes_added;
     Ok((copied, packer.written_packs().into_iter().collect()))

@@ -274,11 +274,11 @@ impl Backend for LocalBackend {
     }
 
     fn remove_temporary(&self) -> Result<u64> {
+        // Not locks/: processes waiting for the lock keep writing there.
         let mut dirs = vec![
             self.root.clone(),
             self.dir(FileType::Index),
             self.dir(FileType::Snapshot),
-            self.dir(FileType::Lock),
         ];
         if let Ok(fans) = fs::read_dir(self.dir(FileType::Pack)) {
             dirs.extend(fans.flatten().map(|f| f.path()));
@@ -290,8 +290,11 @@ impl Backend for LocalBackend {
             };
             for entry in entries.flatten() {
                 if entry.file_name().as_bytes().starts_with(b".tmp-") {
-                    fs::remove_file(entry.path()).at(entry.path())?;
-                    removed += 1;
+                    match fs::remove_file(entry.path()) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io(entry.path(), e)),
+                    }
                 }
             }
         }

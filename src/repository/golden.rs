@@ -134,6 +134,23 @@ fn golden_config() {
     assert_eq!(hex(&config.encode()), GOLDEN_CONFIG);
 }
 
+#[test]
+fn golden_lock() {
+    use crate::repository::lock::{LockKind, LockRecord};
+    let lock = LockRecord {
+        kind: LockKind::Exclusive,
+        hostname: "h".into(),
+        pid: 300,
+        refreshed: 1_764_000_000,
+        purpose: "prune".into(),
+    };
+    let bytes = lock.encode();
+    assert_eq!(LockRecord::decode("x", &bytes).unwrap(), lock);
+    assert_eq!(hex(&bytes), GOLDEN_LOCK);
+}
+
+const GOLDEN_LOCK: &str = "534e415046534c4b01000000010168ac028084a4920d057072756e65";
+
 const GOLDEN_TREE: &str = concat!(
     "534e41504653545201000000010266ff02ed13e8076402616c0175ac028084a4920d05010000ff93ebdc030781100200",
     "01740106757365722e610176010101010101010101010101010101010101010101010101010101010101010101010202",

@@ -75,6 +75,18 @@ impl Index {
         Index::default()
     }
 
+    /// An empty index with room for the entries of index files of these
+    /// sizes, so that loading does not grow the table by doubling (which
+    /// needs twice the final size at the peak). An encoded entry takes at
+    /// least 37 bytes, so this never reserves too little.
+    pub fn with_capacity_for(files: &[(String, u64)]) -> Index {
+        let bytes: u64 = files.iter().map(|(_, size)| size).sum();
+        Index {
+            sorted: Vec::with_capacity((bytes / 37) as usize),
+            ..Index::default()
+        }
+    }
+
     fn pack_number(&mut self, pack: Id) -> u32 {
         if let Some(&n) = self.pack_numbers.get(&pack) {
             return n;

@@ -48,7 +48,7 @@ pub struct LockRecord {
 }
 
 impl LockRecord {
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         encoding::encode(LOCK_MAGIC, self)
     }
 
@@ -226,7 +226,18 @@ fn conflicting_locks(
         if other == own {
             continue;
         }
-        let Some(record) = record else { continue };
+        // A lock we cannot read may be a newer snapfs's: respect it. A
+        // damaged one is removed by `snapfs unlock`.
+        let Some(record) = record else {
+            out.push(LockRecord {
+                kind: LockKind::Exclusive,
+                hostname: "?".into(),
+                pid: 0,
+                refreshed: 0,
+                purpose: format!("unreadable lock {other} (remove it with `snapfs unlock` if no other snapfs runs)"),
+            });
+            continue;
+        };
         if let Some(reason) = record.stale_reason(hostname, unix_now()) {
             eprintln!("snapfs: removing stale lock {other}: {reason}");
             backend.remove(FileType::Lock, &other)?;
@@ -239,13 +250,16 @@ fn conflicting_locks(
     Ok(out)
 }
 
-/// Every lock file; `None` for one that vanished or does not decode (a lock
-/// being written is never visible half-done, so undecodable means damaged).
+/// Every lock file; `None` for one that does not decode (a lock being
+/// written is never visible half-done, so that means damaged or written by
+/// a newer format).
 pub fn list(backend: &dyn Backend) -> Result<Vec<(String, Option<LockRecord>)>> {
     let mut out = Vec::new();
     for (name, _) in backend.list(FileType::Lock)? {
         let record = match backend.read(FileType::Lock, &name) {
             Ok(bytes) => LockRecord::decode(&name, &bytes).ok(),
+            // Released while we listed.
+            Err(Error::NotFound(_)) => continue,
             Err(_) => None,
         };
         out.push((name, record));
@@ -351,5 +365,18 @@ mod tests {
         drop(shared);
         assert_eq!(unlock(&*b, false).unwrap().len(), 0);
         assert_eq!(unlock(&*b, true).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn unreadable_locks_block_until_unlocked() {
+        let (_d, b) = backend();
+        b.write(FileType::Lock, "future", b"SNAPFSLK\x09\x00\x00\x00newer")
+            .unwrap();
+        let err = Lock::acquire(b.clone(), LockKind::Shared, "backup", Duration::ZERO)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("unreadable lock future"), "{err}");
+        assert_eq!(unlock(&*b, false).unwrap().len(), 1);
+        Lock::acquire(b.clone(), LockKind::Shared, "backup", Duration::ZERO).unwrap();
     }
 }

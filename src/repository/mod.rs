@@ -59,22 +59,9 @@ const RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 impl Repository {
     /// Create a new, empty repository at a local path.
     pub fn init(path: &Path, chunker: ChunkerParams, pack_size: Option<u32>) -> Result<Repository> {
+        // Validate everything before creating anything: a failed init must
+        // not leave a half-made folder that the next init refuses.
         chunker.validate()?;
-        let backend = LocalBackend::new(path);
-        if backend.exists(FileType::Config, "config")? {
-            return Err(Error::Invalid(format!(
-                "{} already holds a snapfs repository",
-                path.display()
-            )));
-        }
-        let occupied = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some());
-        if occupied {
-            return Err(Error::Invalid(format!(
-                "{} is not empty: a new repository needs an empty or new folder",
-                path.display()
-            )));
-        }
-        backend.create()?;
         let mut config = Config::new(chunker);
         if let Some(size) = pack_size {
             // Blob offsets are u32: a pack must stay far below 4 GiB even
@@ -86,6 +73,29 @@ impl Repository {
             }
             config.pack_size = size;
         }
+        let backend = LocalBackend::new(path);
+        if backend.exists(FileType::Config, "config")? {
+            return Err(Error::Invalid(format!(
+                "{} already holds a snapfs repository",
+                path.display()
+            )));
+        }
+        // Anything but the folders an interrupted init leaves behind.
+        let ours = ["data", "index", "snapshots", "locks"];
+        let occupied = std::fs::read_dir(path).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| !ours.iter().any(|o| e.file_name() == *o))
+        });
+        if occupied {
+            return Err(Error::Invalid(format!(
+                "{} is not empty: a new repository needs an empty or new folder",
+                path.display()
+            )));
+        }
+        backend.create()?;
+        // The config is written last: until it exists the folder is not a
+        // repository, and an interrupted init can simply be run again.
         backend.write(FileType::Config, "config", &config.encode())?;
         Self::open_backend(Arc::new(backend))
     }
@@ -94,11 +104,24 @@ impl Repository {
         Self::open_backend(Arc::new(LocalBackend::new(path)))
     }
 
+    /// Open without reading the index, for commands that read it under a
+    /// lock anyway (backup, prune): loading it twice would double the
+    /// memory peak on large repositories.
+    pub fn open_without_index(path: &Path) -> Result<Repository> {
+        Self::open_config(Arc::new(LocalBackend::new(path)))
+    }
+
     pub fn exists(path: &Path) -> bool {
         path.join("config").is_file()
     }
 
     pub fn open_backend(backend: Arc<dyn Backend>) -> Result<Repository> {
+        let mut repo = Self::open_config(backend)?;
+        repo.load_index()?;
+        Ok(repo)
+    }
+
+    fn open_config(backend: Arc<dyn Backend>) -> Result<Repository> {
         let bytes = match backend.read(FileType::Config, "config") {
             Ok(b) => b,
             Err(Error::NotFound(_)) => {
@@ -110,7 +133,7 @@ impl Repository {
             Err(e) => return Err(e),
         };
         let config = Config::decode(&bytes)?;
-        let mut repo = Repository {
+        let repo = Repository {
             backend,
             config,
             index: RwLock::new(Index::new()),
@@ -119,7 +142,6 @@ impl Repository {
             loaded_index_files: Mutex::new(HashSet::new()),
             last_reload: Mutex::new(None),
         };
-        repo.load_index()?;
         Ok(repo)
     }
 
@@ -142,9 +164,10 @@ impl Repository {
     /// Read every index file. A damaged one is skipped with a warning: its
     /// packs are found again by `rescan_unindexed_packs` when needed.
     fn load_index(&mut self) -> Result<()> {
-        let mut index = Index::new();
+        let files = self.backend.list(FileType::Index)?;
+        let mut index = Index::with_capacity_for(&files);
         let mut loaded = HashSet::new();
-        for (name, _) in self.backend.list(FileType::Index)? {
+        for (name, _) in files {
             match self.read_index_file(&name) {
                 Ok(file) => {
                     index.extend_unsorted(file);
@@ -168,9 +191,10 @@ impl Repository {
     /// Rebuild the in-memory index from the index files there are now: after
     /// a prune replaced them, locations of repacked blobs have changed.
     pub fn reload_index(&self) -> Result<()> {
-        let mut index = Index::new();
+        let files = self.backend.list(FileType::Index)?;
+        let mut index = Index::with_capacity_for(&files);
         let mut loaded = HashSet::new();
-        for (name, _) in self.backend.list(FileType::Index)? {
+        for (name, _) in files {
             match self.read_index_file(&name) {
                 Ok(file) => {
                     index.extend_unsorted(file);

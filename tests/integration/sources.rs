@@ -50,3 +50,58 @@ fn chown_tree(path: &std::path::Path, uid: u32) {
         std::os::unix::fs::lchown(&p, Some(uid), Some(uid)).unwrap();
     }
 }
+
+/// A full disk under the repository: a clear error naming the file, a
+/// non-zero exit, and the earlier snapshot still restores.
+#[test]
+fn full_disk_is_a_clear_error_and_harms_nothing() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    fs::create_dir(&mnt).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let repo = mnt.join("repo");
+    let source = dir.path().join("src");
+    fs::create_dir(&source).unwrap();
+    fs::write(source.join("small"), b"fits").unwrap();
+    let first = snapfs(&repo, &["backup", source.to_str().unwrap()]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    fs::write(source.join("big"), random_bytes(4 << 20, 3)).unwrap();
+    let out = snapfs(&repo, &["backup", source.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        stderr.contains(repo.to_str().unwrap()),
+        "names the file: {stderr}"
+    );
+    let snaps = snapfs(&repo, &["snapshots", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&snaps.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let target = dir.path().join("out");
+    let out = snapfs(
+        &repo,
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
+    assert!(out.status.success());
+    assert_eq!(fs::read(target.join("small")).unwrap(), b"fits");
+}

@@ -61,6 +61,7 @@ pub mod error;
 pub mod id;
 pub mod ls;
 pub mod metadata;
+pub mod mount;
 pub mod progress;
 pub mod repository;
 pub mod restore;

@@ -881,3 +881,316 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::{self, BackupOptions};
+    use crate::chunker::tests::{pseudo_random, small_params};
+    use std::path::Path;
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+            .unwrap()
+            .timestamp()
+    }
+
+    fn backup_at(repo: &Repository, src: &Path, secs: i64) -> (Id, Snapshot) {
+        let opts = BackupOptions {
+            paths: vec![src.to_path_buf()],
+            account: "alice".into(),
+            hostname: "h".into(),
+            time: Some((Timestamp { secs, nanos: 0 }, 0)),
+            excludes: vec![],
+            one_file_system: false,
+            tags: vec![],
+            progress: false,
+        };
+        let outcome = backup::run(repo, &opts).unwrap();
+        (outcome.id, outcome.snapshot)
+    }
+
+    fn options() -> Options {
+        Options {
+            utc: true,
+            relist_every: Duration::ZERO,
+            cache_bytes: 1 << 20,
+            ..Options::default()
+        }
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        big: Vec<u8>,
+    }
+
+    impl Fixture {
+        fn src(&self) -> std::path::PathBuf {
+            self.dir.path().join("src")
+        }
+        fn repo_path(&self) -> std::path::PathBuf {
+            self.dir.path().join("repo")
+        }
+        fn open(&self) -> SnapshotFs {
+            SnapshotFs::new(Repository::open(&self.repo_path()).unwrap(), options()).unwrap()
+        }
+    }
+
+    /// A source tree with an empty file, a multi-chunk file, a small file,
+    /// a hard link, a symlink and a subfolder, backed up once.
+    fn fixture() -> (Fixture, Repository) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        let big = pseudo_random(60_000, 7);
+        std::fs::write(src.join("big"), &big).unwrap();
+        std::fs::write(src.join("empty"), b"").unwrap();
+        std::fs::write(src.join("small.txt"), b"small").unwrap();
+        std::fs::write(src.join("sub/inner"), b"inner").unwrap();
+        std::fs::hard_link(src.join("small.txt"), src.join("sub/hard")).unwrap();
+        std::os::unix::fs::symlink("../big", src.join("sub/link")).unwrap();
+        let repo = Repository::init(&dir.path().join("repo"), small_params(), Some(8192)).unwrap();
+        backup_at(&repo, &src, at(2025, 1, 2, 10, 0, 0));
+        (Fixture { dir, big }, repo)
+    }
+
+    fn read_all(fs: &SnapshotFs, path: &str) -> Result<Vec<u8>> {
+        let attr = fs.lookup_path(path)?;
+        let fh = fs.open(attr.ino)?;
+        let data = fs.read_at(fh, 0, attr.size as usize + 10);
+        fs.release(fh);
+        data
+    }
+
+    fn names(fs: &SnapshotFs, ino: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        fs.readdir(ino, 0, |e| {
+            out.push(String::from_utf8(e.name).unwrap());
+            false
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn reads_past_the_end_of_empty_files_and_across_chunks() {
+        let (fx, _repo) = fixture();
+        let fs = fx.open();
+        let attr = fs.lookup_path("2025-01-02/big").unwrap();
+        assert_eq!(attr.size, 60_000);
+        assert_eq!(attr.blocks, 60_000u64.div_ceil(512));
+        let fh = fs.open(attr.ino).unwrap();
+        let chunks = read(&fs.files)[&fh].reader.chunk_count();
+        assert!(
+            chunks >= 4,
+            "small params cut 60 kB into several chunks, got {chunks}"
+        );
+        assert_eq!(fs.read_at(fh, 0, 100_000).unwrap(), fx.big);
+        // Spans every chunk boundary in the middle of the file.
+        assert_eq!(
+            fs.read_at(fh, 10_000, 40_000).unwrap(),
+            &fx.big[10_000..50_000]
+        );
+        assert_eq!(fs.read_at(fh, 59_990, 100).unwrap(), &fx.big[59_990..]);
+        assert!(fs.read_at(fh, 60_000, 100).unwrap().is_empty());
+        assert!(fs.read_at(fh, u64::MAX - 10, 100).unwrap().is_empty());
+        fs.release(fh);
+        assert!(fs.read_at(fh, 0, 10).is_err(), "a released handle is gone");
+
+        let empty = fs.lookup_path("2025-01-02/empty").unwrap();
+        assert_eq!((empty.size, empty.blocks), (0, 0));
+        assert!(read_all(&fs, "2025-01-02/empty").unwrap().is_empty());
+        assert_eq!(read_all(&fs, "2025-01-02/sub/inner").unwrap(), b"inner");
+    }
+
+    #[test]
+    fn tree_metadata_links_and_stable_inodes() {
+        let (fx, _repo) = fixture();
+        let fs = fx.open();
+        let root = fs.lookup_path("2025-01-02").unwrap();
+        assert_eq!(root.kind, NodeKind::Dir);
+        assert_eq!(
+            names(&fs, root.ino),
+            [".", "..", "big", "empty", "small.txt", "sub"]
+        );
+        let sub = fs.lookup_path("2025-01-02/sub").unwrap();
+        assert_eq!(names(&fs, sub.ino), [".", "..", "hard", "inner", "link"]);
+
+        let small = fs.lookup_path("2025-01-02/small.txt").unwrap();
+        let hard = fs.lookup_path("2025-01-02/sub/hard").unwrap();
+        assert_eq!(small.ino, hard.ino, "hard links share an inode");
+        assert_eq!(small.nlink, 2);
+        let meta = std::fs::metadata(fx.src().join("small.txt")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(small.perm, meta.mode() & 0o7777);
+        assert_eq!((small.uid, small.gid), (meta.uid(), meta.gid()));
+        assert_eq!(
+            small.mtime,
+            Timestamp {
+                secs: meta.mtime(),
+                nanos: meta.mtime_nsec() as u32
+            }
+        );
+
+        let link = fs.lookup_path("2025-01-02/sub/link").unwrap();
+        assert_eq!(link.kind, NodeKind::Symlink);
+        assert_eq!(fs.readlink(link.ino).unwrap(), b"../big");
+        assert_eq!(link.size, 6);
+
+        // Stable: the same inode however it is reached, and readdir agrees.
+        let inner = fs.lookup_path("2025-01-02/sub/inner").unwrap();
+        assert_eq!(fs.lookup(sub.ino, b"inner").unwrap().ino, inner.ino);
+        let mut listed = None;
+        fs.readdir(sub.ino, 0, |e| {
+            if e.name == b"inner" {
+                listed = Some(e.ino);
+            }
+            false
+        })
+        .unwrap();
+        assert_eq!(listed, Some(inner.ino));
+        assert_eq!(fs.getattr(inner.ino).unwrap(), inner);
+        assert!(matches!(
+            fs.lookup(sub.ino, b"nope"),
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            fs.lookup_path("1999-01-01"),
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(fs.open(sub.ino), Err(Error::Invalid(_))));
+
+        // Resuming a listing at an offset it handed out.
+        let mut first_two = Vec::new();
+        fs.readdir(sub.ino, 0, |e| {
+            first_two.push(e.next);
+            first_two.len() == 3
+        })
+        .unwrap();
+        let mut rest = Vec::new();
+        fs.readdir(sub.ino, first_two[2], |e| {
+            rest.push(String::from_utf8(e.name).unwrap());
+            false
+        })
+        .unwrap();
+        assert_eq!(rest, ["inner", "link"]);
+    }
+
+    #[test]
+    fn xattrs_with_probes() {
+        let (fx, repo) = fixture();
+        let path = fx.src().join("small.txt");
+        if xattr::set(&path, "user.snapfs", b"value").is_err() {
+            eprintln!("skipping: the temp folder does not support user xattrs");
+            return;
+        }
+        backup_at(&repo, &fx.src(), at(2025, 1, 3, 10, 0, 0));
+        let fs = fx.open();
+        let attr = fs.lookup_path("2025-01-03/small.txt").unwrap();
+        assert_eq!(
+            fs.getxattr(attr.ino, b"user.snapfs").unwrap().as_deref(),
+            Some(&b"value"[..])
+        );
+        assert_eq!(fs.getxattr(attr.ino, b"user.none").unwrap(), None);
+        assert_eq!(fs.listxattr(attr.ino).unwrap(), b"user.snapfs\0");
+        assert_eq!(fs.listxattr(ROOT_INO).unwrap(), b"");
+    }
+
+    #[test]
+    fn same_day_snapshots_latest_and_relisting() {
+        let (fx, repo) = fixture();
+        backup_at(&repo, &fx.src(), at(2025, 1, 2, 12, 30, 0));
+        let fs = fx.open();
+        let shown: Vec<String> = fs.snapshot_names().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(shown, ["2025-01-02", "2025-01-02_123000"]);
+        assert!(shown.iter().all(|n| !n.contains(':')));
+        assert_eq!(
+            names(&fs, ROOT_INO),
+            [".", "..", "latest", "2025-01-02", "2025-01-02_123000"]
+        );
+        let latest = fs.lookup(ROOT_INO, b"latest").unwrap();
+        assert_eq!(latest.kind, NodeKind::Symlink);
+        assert_eq!(fs.readlink(latest.ino).unwrap(), b"2025-01-02_123000");
+        let old_ino = fs.lookup_path("2025-01-02").unwrap().ino;
+
+        // A backup made while mounted shows up and `latest` follows; an
+        // earlier snapshot of a day already shown never takes its name.
+        let (new_id, _) = backup_at(&repo, &fx.src(), at(2025, 1, 2, 8, 0, 0));
+        let (newest, _) = backup_at(&repo, &fx.src(), at(2025, 1, 4, 9, 0, 0));
+        let shown: Vec<String> = fs.snapshot_names().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            shown,
+            [
+                "2025-01-02",
+                "2025-01-02_080000",
+                "2025-01-02_123000",
+                "2025-01-04"
+            ]
+        );
+        assert_eq!(fs.readlink(LATEST_INO).unwrap(), b"2025-01-04");
+        assert_eq!(fs.lookup_path("2025-01-02").unwrap().ino, old_ino);
+        assert_eq!(read_all(&fs, "2025-01-04/big").unwrap(), fx.big);
+
+        // Forgotten snapshots vanish; their names are not given to others.
+        for id in [new_id, newest] {
+            std::fs::remove_file(fx.repo_path().join("snapshots").join(id.to_hex())).unwrap();
+        }
+        let shown: Vec<String> = fs.snapshot_names().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(shown, ["2025-01-02", "2025-01-02_123000"]);
+        assert!(matches!(
+            fs.lookup_path("2025-01-04"),
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(fs.readlink(LATEST_INO).unwrap(), b"2025-01-02_123000");
+    }
+
+    #[test]
+    fn account_filter_and_no_snapshots() {
+        let (fx, _repo) = fixture();
+        let repo = Repository::open(&fx.repo_path()).unwrap();
+        let opts = Options {
+            account: Some("bob".into()),
+            ..options()
+        };
+        let fs = SnapshotFs::new(repo, opts).unwrap();
+        assert!(fs.snapshot_names().is_empty());
+        assert_eq!(names(&fs, ROOT_INO), [".", ".."]);
+        assert!(matches!(
+            fs.lookup(ROOT_INO, b"latest"),
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn a_damaged_chunk_fails_its_reads_only() {
+        let (fx, repo) = fixture();
+        let tree = snapshot::list(&repo).unwrap().0[0].snapshot.tree;
+        let node = snapshot::resolve(&repo, &tree, b"big").unwrap();
+        let loc = repo.locate(&node.content[1]).unwrap();
+        let hex = loc.pack.to_hex();
+        let pack = fx.repo_path().join("data").join(&hex[..2]).join(&hex);
+        let mut bytes = std::fs::read(&pack).unwrap();
+        bytes[loc.blob.offset as usize + loc.blob.length as usize / 2] ^= 0x40;
+        std::fs::write(&pack, bytes).unwrap();
+
+        let fs = fx.open();
+        let attr = fs.lookup_path("2025-01-02/big").unwrap();
+        let fh = fs.open(attr.ino).unwrap();
+        let err = fs.read_at(fh, 0, 60_000).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        // The chunk before the damaged one still reads; so do other files,
+        // and the same read fails the same way again (errors are not cached).
+        let (_, _, first_end) = read(&fs.files)[&fh].reader.chunk(0);
+        assert_eq!(
+            fs.read_at(fh, 0, first_end as usize).unwrap(),
+            &fx.big[..first_end as usize]
+        );
+        assert!(matches!(
+            fs.read_at(fh, 0, 60_000),
+            Err(Error::Corrupt { .. })
+        ));
+        assert_eq!(read_all(&fs, "2025-01-02/small.txt").unwrap(), b"small");
+        assert_eq!(read_all(&fs, "2025-01-02/sub/inner").unwrap(), b"inner");
+        assert_eq!(fs.path_of(attr.ino), "/2025-01-02/big");
+    }
+}

@@ -781,3 +781,50 @@ fn allow_other_enforces_the_snapshot_owners_and_modes() {
     assert!(stderr.contains("Permission denied"), "{stderr}");
     assert!(!got.join("theirs").exists());
 }
+
+#[test]
+fn sigterm_unmounts_and_exits() {
+    if !fuse_available("sigterm_unmounts_and_exits") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, src, mnt) = (
+        tmp.path().join("repo"),
+        tmp.path().join("src"),
+        tmp.path().join("mnt"),
+    );
+    init_repo(&repo);
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    backup(&repo, &src, "2025-09-01T10:00:00Z");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mnt = mnt.canonicalize().unwrap();
+    // In the foreground, as systemd would run it.
+    let mut child = snapfs(&repo)
+        .arg("mount")
+        .arg(&mnt)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Mounted { dir: mnt.clone() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fstype(&mnt).is_none() {
+        assert!(Instant::now() < deadline, "not mounted within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read(mnt.join("latest/f")).unwrap(), b"x");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert_eq!(fstype(&mnt), None, "unmounted");
+}

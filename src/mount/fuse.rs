@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::snapshot_fs::{Attr, SnapshotFs};
@@ -96,7 +96,14 @@ impl Filesystem for FuseAdapter {
         if let Err(max) = config.set_max_write(16 << 20) {
             let _ = config.set_max_write(max);
         }
-        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // READDIRPLUS_AUTO: listings carry attributes when the kernel sees
+        // `ls -l`-style use, saving a lookup per entry; plain otherwise.
+        let _ = config.add_capabilities(
+            InitFlags::FUSE_PARALLEL_DIROPS
+                | InitFlags::FUSE_DO_READDIRPLUS
+                | InitFlags::FUSE_READDIRPLUS_AUTO
+                | InitFlags::FUSE_POSIX_ACL,
+        );
         Ok(())
     }
 
@@ -191,6 +198,32 @@ impl Filesystem for FuseAdapter {
                 e.next,
                 file_type(e.kind),
                 OsStr::from_bytes(&e.name),
+            )
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let dir_ttl = self.fs.ttl(ino.0);
+        let result = self.fs.readdir(ino.0, offset, |e| {
+            let ttl = dir_ttl.min(self.fs.ttl(e.ino));
+            reply.add(
+                INodeNo(e.ino),
+                e.next,
+                OsStr::from_bytes(&e.name),
+                &ttl,
+                &file_attr(&e.attr),
+                Generation(0),
             )
         });
         match result {

@@ -42,7 +42,7 @@ pub const LATEST_INO: u64 = 2;
 pub const LATEST_NAME: &str = "latest";
 
 /// How many chunks past a sequential read to fetch in the background.
-const PREFETCH_AHEAD: usize = 2;
+const PREFETCH_AHEAD: usize = 4;
 /// Bytes of decoded trees kept (by their encoded size). Trees are small
 /// next to chunks; a directory of 100k entries encodes to a few MiB.
 const TREE_CACHE_BYTES: usize = 32 << 20;
@@ -101,6 +101,8 @@ pub struct DirEntry {
     pub name: Vec<u8>,
     /// The offset to pass to `readdir` to continue after this entry.
     pub next: u64,
+    /// Its attributes, so `ls -l` needs no lookup per entry (READDIRPLUS).
+    pub attr: Attr,
 }
 
 /// What an inode number stands for.
@@ -609,41 +611,37 @@ impl SnapshotFs {
         };
         let dots = [(ino, b".".to_vec()), (parent, b"..".to_vec())];
         for (i, (dot_ino, name)) in dots.into_iter().enumerate().skip(offset as usize) {
+            let attr = self.getattr(dot_ino)?;
             let next = i as u64 + 1;
             if add(DirEntry {
                 ino: dot_ino,
                 kind: NodeKind::Dir,
                 name,
                 next,
+                attr,
             }) {
                 return Ok(());
             }
         }
         let skip = offset.saturating_sub(2) as usize;
         if ino == ROOT_INO {
-            let mut entries: Vec<(u64, NodeKind, Vec<u8>)> = Vec::new();
+            let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
             let names = self.snapshot_names();
             if !names.is_empty() {
-                entries.push((
-                    LATEST_INO,
-                    NodeKind::Symlink,
-                    LATEST_NAME.as_bytes().to_vec(),
-                ));
+                entries.push((LATEST_INO, LATEST_NAME.as_bytes().to_vec()));
             }
             for (name, id) in names {
                 let slot = read(&self.snapshots).by_id[&id];
-                entries.push((
-                    self.snapshot_root_ino(slot),
-                    NodeKind::Dir,
-                    name.into_bytes(),
-                ));
+                entries.push((self.snapshot_root_ino(slot), name.into_bytes()));
             }
-            for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(skip) {
+            for (i, (ino, name)) in entries.into_iter().enumerate().skip(skip) {
+                let attr = self.getattr(ino)?;
                 if add(DirEntry {
                     ino,
-                    kind,
+                    kind: attr.kind,
                     name,
                     next: i as u64 + 3,
+                    attr,
                 }) {
                     break;
                 }
@@ -653,11 +651,13 @@ impl SnapshotFs {
         let (slot, tree_id, tree) = self.dir_tree(ino)?;
         for (i, node) in tree.nodes.iter().enumerate().skip(skip) {
             let child = self.child_ino(ino, slot, &tree_id, i, node);
+            let attr = self.node_attr(child, node);
             if add(DirEntry {
                 ino: child,
                 kind: node.kind,
                 name: node.name.clone(),
                 next: i as u64 + 3,
+                attr,
             }) {
                 break;
             }

@@ -155,9 +155,15 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read_at(fh.0, offset, size as usize) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno(&e)),
+        // The reply is used once: with the data, or with the error.
+        let mut reply = Some(reply);
+        let result = self.fs.read_at_with(fh.0, offset, size as usize, |data| {
+            if let Some(r) = reply.take() {
+                r.data(data);
+            }
+        });
+        if let (Err(e), Some(r)) = (result, reply.take()) {
+            r.error(errno(&e));
         }
     }
 

@@ -724,11 +724,24 @@ impl SnapshotFs {
     /// A chunk that cannot be read fails this read only (`Error::Corrupt`
     /// for damage), logged once per chunk.
     pub fn read_at(&self, fh: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.read_at_with(fh, offset, len, |data| data.to_vec())
+    }
+
+    /// `read_at`, handing the bytes to `reply` without copying them when
+    /// they lie in one chunk (most reads: the kernel asks for at most 1 MiB,
+    /// chunks average 1 MiB).
+    pub fn read_at_with<R>(
+        &self,
+        fh: u64,
+        offset: u64,
+        len: usize,
+        reply: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         let file = read(&self.files)
             .get(&fh)
             .cloned()
             .ok_or_else(|| Error::Invalid(format!("no open file {fh}")))?;
-        let data = file.reader.read_at(offset, len, |id| {
+        let fetch = |id: &Id| {
             self.chunks
                 .get(id, || self.repo.load_blob(id))
                 .inspect_err(|e| {
@@ -736,13 +749,40 @@ impl SnapshotFs {
                         format!("{}: chunk {id}: {e}", self.path_of(file.ino))
                     })
                 })
-        })?;
-        let end = offset + data.len() as u64;
-        let sequential = file.last_end.swap(end, Ordering::Relaxed) == offset;
-        if sequential && !data.is_empty() {
-            self.prefetch_after(&file.reader, end);
+        };
+        let reader = &file.reader;
+        let end = offset.saturating_add(len as u64).min(reader.size());
+        let single = reader
+            .chunk_index_at(offset)
+            .map(|i| reader.chunk(i))
+            .filter(|&(_, _, chunk_end)| end <= chunk_end);
+        let (result, read_end) = match single {
+            Some((id, start, chunk_end)) => {
+                let data = fetch(&id)?;
+                if data.len() as u64 != chunk_end - start {
+                    return Err(Error::corrupt(
+                        format!("data blob {id}"),
+                        "has a different size than the index says",
+                    ));
+                }
+                (
+                    reply(&data[(offset - start) as usize..(end - start) as usize]),
+                    end,
+                )
+            }
+            None => {
+                let data = reader.read_at(offset, len, fetch)?;
+                let read_end = offset + data.len() as u64;
+                (reply(&data), read_end)
+            }
+        };
+        // Sequential enough: the kernel's parallel readahead requests arrive
+        // slightly out of order.
+        let last = file.last_end.swap(read_end, Ordering::Relaxed);
+        if read_end > offset && last.abs_diff(offset) <= 4 << 20 {
+            self.prefetch_after(reader, read_end);
         }
-        Ok(data)
+        Ok(result)
     }
 
     fn prefetch_after(&self, reader: &FileReader, end: u64) {

@@ -151,7 +151,14 @@ pub fn daemon(repo_path: &Path, opts: &MountOptions) -> Result<()> {
                     }
                 }
                 Err(e) => {
-                    let _ = status.write_all(format!("{e}").as_bytes());
+                    let kind = match e {
+                        Error::NotFound(_) => 'N',
+                        Error::Corrupt { .. } => 'C',
+                        Error::Unsupported(_) => 'U',
+                        Error::Locked(_) => 'L',
+                        Error::Invalid(_) | Error::Io { .. } => 'I',
+                    };
+                    let _ = status.write_all(format!("{kind}{e}").as_bytes());
                     1
                 }
             };
@@ -163,13 +170,20 @@ pub fn daemon(repo_path: &Path, opts: &MountOptions) -> Result<()> {
             std::fs::File::from(read_end)
                 .read_to_string(&mut message)
                 .at("pipe")?;
-            match message.as_str() {
-                "ok" => Ok(()),
-                "" => Err(Error::io(
-                    &opts.mountpoint,
-                    std::io::Error::other("the mount process died"),
-                )),
-                _ => Err(Error::io(&opts.mountpoint, std::io::Error::other(message))),
+            // The child's error, of the same kind (exit codes depend on it).
+            let mut chars = message.chars();
+            let (kind, text) = (chars.next(), chars.as_str().to_string());
+            match (message.as_str(), kind) {
+                ("ok", _) => Ok(()),
+                (_, None) => Err(Error::Invalid(format!(
+                    "the mount process for {} died",
+                    opts.mountpoint.display()
+                ))),
+                (_, Some('N')) => Err(Error::NotFound(text)),
+                (_, Some('C')) => Err(Error::corrupt("the repository", text)),
+                (_, Some('U')) => Err(Error::Unsupported(text)),
+                (_, Some('L')) => Err(Error::Locked(text)),
+                (_, Some(_)) => Err(Error::Invalid(text)),
             }
         }
     }

@@ -38,7 +38,6 @@ use crate::snapshot::file_reader::FileReader;
 use crate::snapshot::{self, Node, NodeKind, Snapshot, Timestamp, Tree};
 
 pub const ROOT_INO: u64 = 1;
-pub const LATEST_INO: u64 = 2;
 pub const LATEST_NAME: &str = "latest";
 
 /// How many chunks past a sequential read to fetch in the background.
@@ -109,7 +108,13 @@ pub struct DirEntry {
 #[derive(Clone, Debug)]
 enum Inode {
     Root,
-    Latest,
+    /// `latest` while it points at the snapshot in `slot`. A new target is a
+    /// new inode: the kernel caches symlink targets by inode, so this is
+    /// what lets it cache `latest` at all (one READLINK per path walk
+    /// through it otherwise) and still see it move.
+    Latest {
+        slot: u32,
+    },
     /// The root folder of the snapshot in `slot`.
     SnapshotRoot {
         slot: u32,
@@ -128,6 +133,7 @@ struct Inodes {
     /// `table[ino - 1]`; only ever grows.
     table: Vec<Inode>,
     snapshot_roots: HashMap<u32, u64>,
+    latest_links: HashMap<u32, u64>,
     /// (parent inode, position in the parent's tree) → inode.
     children: HashMap<(u64, u32), u64>,
     /// (snapshot slot, source device, source inode) → inode, for hard links.
@@ -166,11 +172,15 @@ struct Snapshots {
 }
 
 impl Snapshots {
-    fn latest(&self) -> Option<&Slot> {
-        self.slots
-            .iter()
-            .filter(|s| s.visible)
-            .max_by_key(|s| (s.snapshot.time, s.id))
+    fn latest(&self) -> Option<u32> {
+        (0..self.slots.len() as u32)
+            .filter(|&n| self.slots[n as usize].visible)
+            .max_by_key(|&n| {
+                (
+                    self.slots[n as usize].snapshot.time,
+                    self.slots[n as usize].id,
+                )
+            })
     }
 }
 
@@ -215,7 +225,6 @@ impl SnapshotFs {
             .then(|| spawn_prefetchers(&repo, &chunks, opts.prefetch_threads));
         let mut inodes = Inodes::default();
         inodes.push(Inode::Root);
-        inodes.push(Inode::Latest);
         let now = Utc::now();
         let fs = SnapshotFs {
             repo,
@@ -248,10 +257,10 @@ impl SnapshotFs {
     }
 
     /// How long the kernel may cache what this inode's attributes and
-    /// entries say: the root and `latest` change as snapshots come and go,
-    /// a snapshot's content never does.
+    /// entries say: the root changes as snapshots come and go (and with it
+    /// which inode `latest` is), a snapshot's content never does.
     pub fn ttl(&self, ino: u64) -> Duration {
-        if ino == ROOT_INO || ino == LATEST_INO {
+        if ino == ROOT_INO {
             Duration::from_secs(1)
         } else {
             Duration::from_secs(3600)
@@ -261,7 +270,7 @@ impl SnapshotFs {
     /// Whether the kernel may keep this inode's pages and listings across
     /// opens (everything inside a snapshot is immutable).
     pub fn is_immutable(&self, ino: u64) -> bool {
-        ino != ROOT_INO && ino != LATEST_INO
+        ino != ROOT_INO
     }
 
     // ---- snapshots at the top level ----
@@ -378,6 +387,23 @@ impl SnapshotFs {
             .collect()
     }
 
+    /// The inode of `latest` as it is now.
+    fn latest_ino(&self) -> Result<u64> {
+        let slot = read(&self.snapshots)
+            .latest()
+            .ok_or_else(|| Error::NotFound("no snapshots yet".into()))?;
+        if let Some(&ino) = read(&self.inodes).latest_links.get(&slot) {
+            return Ok(ino);
+        }
+        let mut inodes = write(&self.inodes);
+        if let Some(&ino) = inodes.latest_links.get(&slot) {
+            return Ok(ino);
+        }
+        let ino = inodes.push(Inode::Latest { slot });
+        inodes.latest_links.insert(slot, ino);
+        Ok(ino)
+    }
+
     fn snapshot_root_ino(&self, slot: u32) -> u64 {
         if let Some(&ino) = read(&self.inodes).snapshot_roots.get(&slot) {
             return ino;
@@ -457,7 +483,9 @@ impl SnapshotFs {
                     None => Err(not_a_dir(&node.name)),
                 }
             }
-            Inode::Root | Inode::Latest => Err(Error::Invalid(format!("inode {ino} has no tree"))),
+            Inode::Root | Inode::Latest { .. } => {
+                Err(Error::Invalid(format!("inode {ino} has no tree")))
+            }
         }
     }
 
@@ -542,7 +570,7 @@ impl SnapshotFs {
         if parent == ROOT_INO {
             self.maybe_relist();
             if name == LATEST_NAME.as_bytes() {
-                return self.getattr(LATEST_INO);
+                return self.getattr(self.latest_ino()?);
             }
             let slot = {
                 let s = read(&self.snapshots);
@@ -573,11 +601,9 @@ impl SnapshotFs {
                 self.maybe_relist();
                 Ok(self.synthetic_attr(ino, NodeKind::Dir, 0, self.mounted_at))
             }
-            Inode::Latest => {
+            Inode::Latest { slot } => {
                 let s = read(&self.snapshots);
-                let latest = s
-                    .latest()
-                    .ok_or_else(|| Error::NotFound("no snapshots yet".into()))?;
+                let latest = &s.slots[slot as usize];
                 Ok(self.synthetic_attr(
                     ino,
                     NodeKind::Symlink,
@@ -607,7 +633,7 @@ impl SnapshotFs {
         let parent = match self.inode(ino)? {
             Inode::Root | Inode::SnapshotRoot { .. } => ROOT_INO,
             Inode::Entry { parent, .. } => parent,
-            Inode::Latest => return Err(not_a_dir(LATEST_NAME.as_bytes())),
+            Inode::Latest { .. } => return Err(not_a_dir(LATEST_NAME.as_bytes())),
         };
         let dots = [(ino, b".".to_vec()), (parent, b"..".to_vec())];
         for (i, (dot_ino, name)) in dots.into_iter().enumerate().skip(offset as usize) {
@@ -628,7 +654,7 @@ impl SnapshotFs {
             let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
             let names = self.snapshot_names();
             if !names.is_empty() {
-                entries.push((LATEST_INO, LATEST_NAME.as_bytes().to_vec()));
+                entries.push((self.latest_ino()?, LATEST_NAME.as_bytes().to_vec()));
             }
             for (name, id) in names {
                 let slot = read(&self.snapshots).by_id[&id];
@@ -667,13 +693,10 @@ impl SnapshotFs {
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         match self.inode(ino)? {
-            Inode::Latest => {
-                let s = read(&self.snapshots);
-                let latest = s
-                    .latest()
-                    .ok_or_else(|| Error::NotFound("no snapshots yet".into()))?;
-                Ok(latest.name.clone().into_bytes())
-            }
+            Inode::Latest { slot } => Ok(read(&self.snapshots).slots[slot as usize]
+                .name
+                .clone()
+                .into_bytes()),
             Inode::Entry { tree, idx, .. } => {
                 let (t, i) = self.entry_node(&tree, idx)?;
                 let node = &t.nodes[i];
@@ -860,7 +883,7 @@ impl SnapshotFs {
                     parts.push(read(&self.snapshots).slots[slot as usize].name.clone());
                     break;
                 }
-                Ok(Inode::Latest) => {
+                Ok(Inode::Latest { .. }) => {
                     parts.push(LATEST_NAME.into());
                     break;
                 }
@@ -1152,6 +1175,7 @@ mod tests {
         assert_eq!(latest.kind, NodeKind::Symlink);
         assert_eq!(fs.readlink(latest.ino).unwrap(), b"2025-01-02_123000");
         let old_ino = fs.lookup_path("2025-01-02").unwrap().ino;
+        let old_latest = fs.lookup(ROOT_INO, b"latest").unwrap().ino;
 
         // A backup made while mounted shows up and `latest` follows; an
         // earlier snapshot of a day already shown never takes its name.
@@ -1167,8 +1191,15 @@ mod tests {
                 "2025-01-04"
             ]
         );
-        assert_eq!(fs.readlink(LATEST_INO).unwrap(), b"2025-01-04");
+        assert_eq!(
+            fs.readlink(fs.lookup(ROOT_INO, b"latest").unwrap().ino)
+                .unwrap(),
+            b"2025-01-04"
+        );
         assert_eq!(fs.lookup_path("2025-01-02").unwrap().ino, old_ino);
+        // `latest` moved by becoming a new inode; the old one keeps its target.
+        assert_ne!(fs.lookup(ROOT_INO, b"latest").unwrap().ino, old_latest);
+        assert_eq!(fs.readlink(old_latest).unwrap(), b"2025-01-02_123000");
         assert_eq!(read_all(&fs, "2025-01-04/big").unwrap(), fx.big);
 
         // Forgotten snapshots vanish; their names are not given to others.
@@ -1181,7 +1212,11 @@ mod tests {
             fs.lookup_path("2025-01-04"),
             Err(Error::NotFound(_))
         ));
-        assert_eq!(fs.readlink(LATEST_INO).unwrap(), b"2025-01-02_123000");
+        assert_eq!(
+            fs.readlink(fs.lookup(ROOT_INO, b"latest").unwrap().ino)
+                .unwrap(),
+            b"2025-01-02_123000"
+        );
     }
 
     #[test]

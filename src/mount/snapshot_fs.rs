@@ -42,9 +42,11 @@ pub const LATEST_NAME: &str = "latest";
 
 /// How many chunks past a sequential read to fetch in the background.
 const PREFETCH_AHEAD: usize = 4;
-/// Bytes of decoded trees kept (by their encoded size). Trees are small
-/// next to chunks; a directory of 100k entries encodes to a few MiB.
+/// Memory for decoded trees. Measured by estimate, not by encoded size: a
+/// decoded node (struct, name, owner strings, chunk ids) takes four to five
+/// times its ~100 encoded bytes. 100k entries are about 45 MiB decoded.
 const TREE_CACHE_BYTES: usize = 32 << 20;
+const DECODED_NODE_BYTES: usize = 448;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -438,8 +440,9 @@ impl SnapshotFs {
             Tree::decode(id, &bytes).inspect_err(|e| self.warn_once(id, || e.to_string()))?,
         );
         let mut cache = lock(&self.trees);
-        cache.bytes += bytes.len();
-        if let Some((_, old)) = cache.lru.put(*id, (tree.clone(), bytes.len())) {
+        let size = bytes.len() + tree.nodes.len() * DECODED_NODE_BYTES;
+        cache.bytes += size;
+        if let Some((_, old)) = cache.lru.put(*id, (tree.clone(), size)) {
             cache.bytes -= old;
         }
         while cache.bytes > TREE_CACHE_BYTES && cache.lru.len() > 1 {

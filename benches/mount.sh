@@ -50,6 +50,7 @@ bytes() { numfmt --from=iec "$1"; }
 mount_snapfs() {
     "$SNAPFS" --repo "$REPO" mount --utc "$MNT" 2>>"$WORK/mount.log" &
     MOUNT_PID=$!
+    SESSION=${PHASE:-mount time}
     until mountpoint -q "$MNT"; do sleep 0.01; done
 }
 
@@ -58,7 +59,7 @@ unmount() {
     local hwm
     hwm=$(awk '/VmHWM/ {print $2}' "/proc/$MOUNT_PID/status" 2>/dev/null || echo 0)
     [ "${hwm:-0}" -gt "$PEAK_RSS_KB" ] && PEAK_RSS_KB=$hwm
-    echo "$(date +%T) ${PHASE:-?}: mount VmHWM $((hwm / 1024)) MiB" >>"$WORK/rss.log"
+    echo "$(date +%T) ${SESSION:-?}: mount VmHWM $((hwm / 1024)) MiB" >>"$WORK/rss.log"
     fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -u -z "$MNT"
     wait "$MOUNT_PID" 2>/dev/null || true
     MOUNT_PID=
@@ -84,6 +85,7 @@ timed() {
 measure() {
     local cold=$1 side=$2 fn=$3 root
     PHASE="$cold $side $fn"
+    [ "$side" = mount ] && [ "$cold" = warm ] && SESSION="$SESSION, then $PHASE"
     if [ "$side" = src ]; then root=$SRC; else root=$MNT/latest; fi
     : >"$WORK/times"
     for _ in $(seq "$RUNS"); do
@@ -161,7 +163,7 @@ fio_run() { # path jobs -> "iops p99_us"
         --runtime=5 --time_based --group_reporting --output-format=json 2>/dev/null |
         python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]["read"]; print(round(j["iops"]), round(j["clat_ns"]["percentile"]["99.000000"]/1000, 1))'
 }
-PHASE="warm mount fio"
+SESSION="$SESSION, then cat + fio"
 cat "$MNT/latest/big.bin" >/dev/null   # "once the file has been read once"
 cat "$SRC/big.bin" >/dev/null
 declare -A fio
@@ -191,4 +193,4 @@ done
 printf '%-34s %25s\n' "mount to listable root" "$(printf '%.3f' "$mount_time") s"
 printf '%-34s %25s\n' "peak RSS of the mount (VmHWM)" "$((PEAK_RSS_KB / 1024)) MiB (cache 256 MiB)"
 echo "peak RSS by phase (each remount starts afresh):"
-sort -u -k2 "$WORK/rss.log" | sed 's/^/  /'
+sed 's/^/  /' "$WORK/rss.log"

@@ -346,36 +346,27 @@ impl SnapshotFs {
     /// `YYYY-MM-DD`, or `YYYY-MM-DD_HHMMSS` when the day already has one:
     /// no colons, which rsync and scp would read as a host name.
     fn name_for(&self, s: &Snapshots, snapshot: &Snapshot) -> String {
-        let (day, full) = if self.opts.utc {
-            let t = snapshot.utc();
-            (
-                t.format("%Y-%m-%d").to_string(),
-                t.format("%Y-%m-%d_%H%M%S").to_string(),
-            )
-        } else {
-            let t = Local.from_utc_datetime(&snapshot.utc().naive_utc());
-            (
-                t.format("%Y-%m-%d").to_string(),
-                t.format("%Y-%m-%d_%H%M%S").to_string(),
-            )
-        };
-        debug_assert_eq!(
-            day,
-            snapshot
-                .local_date(self.opts.utc)
-                .format("%Y-%m-%d")
-                .to_string()
-        );
+        let day = snapshot
+            .local_date(self.opts.utc)
+            .format("%Y-%m-%d")
+            .to_string();
         if !s.by_name.contains_key(&day) {
             return day;
         }
-        if !s.by_name.contains_key(&full) {
-            return full;
+        let time = if self.opts.utc {
+            snapshot.utc().time()
+        } else {
+            Local.from_utc_datetime(&snapshot.utc().naive_utc()).time()
+        };
+        let full = format!("{day}_{}", time.format("%H%M%S"));
+        let mut name = full.clone();
+        let mut n = 1;
+        // Two snapshots in one second: _2, _3, ...
+        while s.by_name.contains_key(&name) {
+            n += 1;
+            name = format!("{full}_{n}");
         }
-        (2..)
-            .map(|n| format!("{full}_{n}"))
-            .find(|name| !s.by_name.contains_key(name))
-            .expect("an unused suffix exists")
+        name
     }
 
     /// The names at the top level, sorted, and the snapshot ids they show.
@@ -1220,6 +1211,22 @@ mod tests {
                 .unwrap(),
             b"2025-01-02_123000"
         );
+    }
+
+    #[test]
+    fn two_snapshots_in_one_second() {
+        let (fx, repo) = fixture();
+        let t = at(2025, 1, 2, 10, 0, 0);
+        backup_at(&repo, &fx.src(), t);
+        backup_at(&repo, &fx.src(), t);
+        let fs = fx.open();
+        let shown: Vec<String> = fs.snapshot_names().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            shown,
+            ["2025-01-02", "2025-01-02_100000", "2025-01-02_100000_2"]
+        );
+        let ids: HashSet<Id> = fs.snapshot_names().into_iter().map(|(_, id)| id).collect();
+        assert_eq!(ids.len(), 3, "three snapshots, three names");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::display::{escape_name, human_size, parse_size};
 use crate::error::Error;
 use crate::repository::Repository;
 use crate::snapshot::{self, SnapshotEntry, Timestamp};
-use crate::{backup, check, forget, ls, prune, restore};
+use crate::{backup, check, forget, ls, mount, prune, restore};
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -105,6 +105,8 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Show the snapshots as dated, read-only folders until unmounted.
+    Mount(MountArgs),
     /// Check the repository's integrity.
     Check {
         /// Also read all data and verify every chunk's hash.
@@ -178,6 +180,27 @@ fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
     }
     let d = crate::retention::parse_duration(text)?;
     d.to_std().map_err(|e| e.to_string())
+}
+
+#[derive(Args)]
+struct MountArgs {
+    /// An empty folder to mount on.
+    mountpoint: PathBuf,
+    /// Only this account's snapshots.
+    #[arg(long)]
+    account: Option<String>,
+    /// Memory for decompressed chunks.
+    #[arg(long, default_value = "256MiB")]
+    cache_size: String,
+    /// Name the folders by UTC date instead of the local one.
+    #[arg(long)]
+    utc: bool,
+    /// Let every user in; the kernel enforces the snapshots' owners and modes.
+    #[arg(long)]
+    allow_other: bool,
+    /// Return once mounted and serve in the background.
+    #[arg(long)]
+    daemon: bool,
 }
 
 pub fn main() -> ExitCode {
@@ -281,6 +304,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             target,
             account,
         } => run_restore(g, &snapshot, &target, account.as_deref()),
+        Command::Mount(args) => run_mount(g, args),
         Command::Check { read_data } => run_check(g, read_data),
         Command::Forget(args) => run_forget(g, args),
         Command::Prune {
@@ -290,6 +314,35 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         } => run_prune(g, &max_unused, dry_run, lock_wait),
         Command::Unlock { all } => run_unlock(g, all),
     }
+}
+
+fn run_mount(g: &Global, args: MountArgs) -> anyhow::Result<u8> {
+    let cache_bytes = parse_size(&args.cache_size).map_err(anyhow::Error::msg)?;
+    let opts = mount::MountOptions {
+        mountpoint: args.mountpoint,
+        allow_other: args.allow_other,
+        threads: 8,
+        view: mount::snapshot_fs::Options {
+            account: args.account,
+            utc: args.utc,
+            cache_bytes: usize::try_from(cache_bytes)?,
+            ..Default::default()
+        },
+    };
+    let repo = repo_path(g);
+    if args.daemon {
+        mount::daemon(&repo, &opts)?;
+        return Ok(exit::OK);
+    }
+    let mounted = mount::mount(&repo, &opts)?;
+    eprintln!(
+        "snapfs: mounted {} at {}; stop with Ctrl-C or `fusermount3 -u {}`",
+        repo.display(),
+        mounted.mountpoint().display(),
+        mounted.mountpoint().display()
+    );
+    mounted.serve()?;
+    Ok(exit::OK)
 }
 
 fn parse_chunk_sizes(text: &str) -> anyhow::Result<ChunkerParams> {

@@ -21,8 +21,8 @@
 //! - [`snapshot`] gives those bytes meaning: a tree is a directory's entries,
 //!   a snapshot names a root tree, a [`snapshot::file_reader::FileReader`]
 //!   gives random access to a file's content.
-//! - The commands ([`backup`], [`restore`], [`check`], [`ls`]) are one
-//!   module each, named like the command.
+//! - The commands ([`backup`], [`restore`], [`check`], [`ls`], [`mount`])
+//!   are one module each, named like the command.
 //!
 //! # Backup data flow
 //!
@@ -37,6 +37,17 @@
 //! snapshot file → root tree → trees along the path → file node's chunk ids →
 //! index lookup (pack, offset, length) → ranged read of the pack → zstd →
 //! BLAKE3 verified against the id → [`chunk_cache::ChunkCache`] (mount).
+//!
+//! # Mount data flow
+//!
+//! kernel request → `fuser` worker thread (8) → [`mount::fuse`] translates →
+//! [`mount::snapshot_fs::SnapshotFs`]: root listing from the snapshot records
+//! (re-listed at most every 2 s, `refresh_index` when new ones appear) →
+//! trees loaded on first look into a folder and kept in a small cache →
+//! inode table (allocated on first sight, never reused) → `open` maps chunk
+//! offsets once → `read` binary-searches them → [`chunk_cache::ChunkCache`]
+//! (shared fetch, byte budget) ← background prefetch of the next chunks of a
+//! sequential reader. A damaged chunk fails the reads that need it (`EIO`).
 //!
 //! # What may run together
 //!
@@ -62,6 +73,7 @@ pub mod forget;
 pub mod id;
 pub mod ls;
 pub mod metadata;
+pub mod mount;
 pub mod progress;
 pub mod prune;
 pub mod repository;

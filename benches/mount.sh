@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Benchmark `snapfs mount` against the source tree it was backed up from.
+#
+# Every figure is a ratio to the same operation on the source tree in the
+# same run, the median of $RUNS runs. "Cold" drops the page cache
+# (echo 3 > /proc/sys/vm/drop_caches) and, for the mount, also remounts so
+# that snapfs's own chunk and tree caches start empty too.
+#
+#   sudo benches/mount.sh                     # 1 GiB file + 100k small files
+#   sudo SIZE=256M FILES=20000 benches/mount.sh   # a quicker run
+#
+# Needs root, FUSE, fio and python3. Uses $SNAPFS or target/release/snapfs
+# (built if missing), and $WORK (default /var/tmp/snapfs-bench, removed at
+# the end unless KEEP=1).
+set -euo pipefail
+
+SIZE=${SIZE:-1G}
+FILES=${FILES:-100000}
+RUNS=${RUNS:-3}
+SNAPSHOTS=${SNAPSHOTS:-30}
+WORK=${WORK:-/var/tmp/snapfs-bench}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+SNAPFS=${SNAPFS:-${CARGO_TARGET_DIR:-$HERE/target}/release/snapfs}
+
+[ "$(id -u)" = 0 ] || { echo "run as root (drop_caches, mount)" >&2; exit 1; }
+for tool in fio python3 fusermount3; do
+    command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
+done
+if [ ! -x "$SNAPFS" ]; then
+    (cd "$HERE" && cargo build --release --quiet)
+fi
+
+SRC=$WORK/src
+REPO=$WORK/repo
+MNT=$WORK/mnt
+MOUNT_PID=
+PEAK_RSS_KB=0
+
+cleanup() {
+    unmount || true
+    [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+bytes() { numfmt --from=iec "$1"; }
+
+mount_snapfs() {
+    "$SNAPFS" --repo "$REPO" mount --utc "$MNT" 2>>"$WORK/mount.log" &
+    MOUNT_PID=$!
+    SESSION=${PHASE:-mount time}
+    until mountpoint -q "$MNT"; do sleep 0.01; done
+}
+
+unmount() {
+    [ -n "$MOUNT_PID" ] || return 0
+    local hwm
+    hwm=$(awk '/VmHWM/ {print $2}' "/proc/$MOUNT_PID/status" 2>/dev/null || echo 0)
+    [ "${hwm:-0}" -gt "$PEAK_RSS_KB" ] && PEAK_RSS_KB=$hwm
+    echo "$(date +%T) ${SESSION:-?}: mount VmHWM $((hwm / 1024)) MiB" >>"$WORK/rss.log"
+    fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -u -z "$MNT"
+    wait "$MOUNT_PID" 2>/dev/null || true
+    MOUNT_PID=
+}
+
+# Seconds that "$@" takes, after dropping caches (and remounting: $1 = mount).
+timed() {
+    local cold=$1 side=$2; shift 2
+    if [ "$cold" = cold ]; then
+        [ "$side" = mount ] && unmount
+        drop_caches
+        [ "$side" = mount ] && mount_snapfs
+    fi
+    local t0 t1
+    t0=$(now)
+    "$@" >/dev/null
+    t1=$(now)
+    echo "$t1 - $t0" | bc -l
+}
+
+# Median seconds of $RUNS runs, in $RESULT (no subshell: timed remounts,
+# and the mount's pid and peak RSS must stay in this shell).
+measure() {
+    local cold=$1 side=$2 fn=$3 root
+    PHASE="$cold $side $fn"
+    [ "$side" = mount ] && [ "$cold" = warm ] && SESSION="$SESSION, then $PHASE"
+    if [ "$side" = src ]; then root=$SRC; else root=$MNT/latest; fi
+    : >"$WORK/times"
+    for _ in $(seq "$RUNS"); do
+        timed "$cold" "$side" "$fn" "$root" >>"$WORK/times"
+    done
+    RESULT=$(median <"$WORK/times")
+}
+
+read_big() { cat "$1/big.bin"; }
+find_all() { find "$1/small"; }
+ls_all() { ls -lR "$1/small"; }
+tar_all() { tar cf - -C "$1" . | wc -c; }
+
+ratio() { echo "scale=2; $1 / $2" | bc -l; }
+
+echo "== generating $SIZE file + $FILES small files in $SRC"
+rm -rf "$WORK"
+mkdir -p "$SRC/small" "$MNT"
+size_bytes=$(bytes "$SIZE")
+# Semi-compressible: base64 of random bytes compresses to about 75%.
+head -c $((size_bytes * 3 / 4 + 4)) /dev/urandom | base64 -w 0 | head -c "$size_bytes" >"$SRC/big.bin"
+python3 - "$SRC/small" "$FILES" <<'EOF'
+import os, sys, random
+root, n = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(1)
+for i in range(n):
+    d = os.path.join(root, f"d{i // 1000:03d}")
+    if i % 1000 == 0:
+        os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:06d}.txt"), "wb") as f:
+        f.write(rnd.randbytes(rnd.randint(100, 8000)))
+EOF
+
+echo "== backing up ($SNAPSHOTS snapshots)"
+"$SNAPFS" --repo "$REPO" init >/dev/null
+t0=$(now)
+"$SNAPFS" --repo "$REPO" backup "$SRC" --time "2025-01-01T00:00:00Z" >/dev/null
+echo "first backup: $(echo "$(now) - $t0" | bc -l | xargs printf '%.1f') s"
+# More snapshots of the same tree (unchanged files are not read again), one a day.
+for d in $(seq 2 "$SNAPSHOTS"); do
+    "$SNAPFS" --repo "$REPO" backup "$SRC" --time "$(date -u -d "2025-01-01 +$((d - 1)) days" +%Y-%m-%dT00:00:00Z)" >/dev/null
+done
+
+echo "== mount to a listable root with $SNAPSHOTS snapshots"
+: >"$WORK/times"
+for _ in $(seq "$RUNS"); do
+    drop_caches
+    t0=$(now)
+    mount_snapfs
+    until [ "$(ls "$MNT" | wc -l)" -gt "$SNAPSHOTS" ]; do sleep 0.001; done
+    t1=$(now)
+    unmount
+    echo "$t1 - $t0" | bc -l >>"$WORK/times"
+done
+mount_time=$(median <"$WORK/times")
+mount_snapfs
+
+echo "== measuring (median of $RUNS)"
+mib=$(echo "$size_bytes / 1048576" | bc -l)
+measure cold src read_big; src_cold=$RESULT
+measure cold mount read_big; mnt_cold=$RESULT
+measure warm src read_big; src_warm=$RESULT
+measure warm mount read_big; mnt_warm=$RESULT
+measure cold src find_all; src_find=$RESULT
+measure cold mount find_all; mnt_find=$RESULT
+measure cold src ls_all; src_ls=$RESULT
+measure cold mount ls_all; mnt_ls=$RESULT
+measure cold src tar_all; src_tar=$RESULT
+measure cold mount tar_all; mnt_tar=$RESULT
+
+# --invalidate=0: fio would otherwise drop the file's page cache first, and
+# the figure asked for is reads "once the file has been read once".
+fio_run() { # path jobs -> "iops p99_us"
+    fio --name=rand --filename="$1" --rw=randread --bs=4k --ioengine=psync --numjobs="$2" --invalidate=0 \
+        --runtime=5 --time_based --group_reporting --output-format=json 2>/dev/null |
+        python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]["read"]; print(round(j["iops"]), round(j["clat_ns"]["percentile"]["99.000000"]/1000, 1))'
+}
+SESSION="$SESSION, then cat + fio"
+cat "$MNT/latest/big.bin" >/dev/null   # "once the file has been read once"
+cat "$SRC/big.bin" >/dev/null
+declare -A fio
+for jobs in 1 4; do
+    for side in src mount; do
+        path=$SRC/big.bin; [ "$side" = mount ] && path=$MNT/latest/big.bin
+        fio[$side$jobs]=$(for _ in $(seq "$RUNS"); do fio_run "$path" "$jobs"; done | sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}')
+    done
+done
+unmount
+
+rate() { echo "scale=0; $mib / $1" | bc -l; }
+echo
+echo "snapfs mount benchmark: $SIZE file, $FILES small files, $SNAPSHOTS snapshots, median of $RUNS"
+printf '%-34s %12s %12s %8s\n' operation source mount ratio
+printf '%-34s %9s MB/s %7s MB/s %8s\n' "cold sequential read" "$(rate "$src_cold")" "$(rate "$mnt_cold")" "$(ratio "$src_cold" "$mnt_cold")x"
+printf '%-34s %9s MB/s %7s MB/s %8s\n' "warm re-read" "$(rate "$src_warm")" "$(rate "$mnt_warm")" "$(ratio "$src_warm" "$mnt_warm")x"
+printf '%-34s %10.2f s %10.2f s %8s\n' "find, cold (time)" "$src_find" "$mnt_find" "$(ratio "$mnt_find" "$src_find")x"
+printf '%-34s %10.2f s %10.2f s %8s\n' "ls -lR, cold (time)" "$src_ls" "$mnt_ls" "$(ratio "$mnt_ls" "$src_ls")x"
+printf '%-34s %10.2f s %10.2f s %8s\n' "tar cf - | wc -c, cold (rate)" "$src_tar" "$mnt_tar" "$(ratio "$src_tar" "$mnt_tar")x"
+for jobs in 1 4; do
+    read -r s_iops s_p99 <<<"${fio[src$jobs]}"
+    read -r m_iops m_p99 <<<"${fio[mount$jobs]}"
+    printf '%-34s %12s %12s %8s\n' "fio randread 4k psync, $jobs job(s)" "$s_iops IOPS" "$m_iops IOPS" "$(ratio "$m_iops" "$s_iops")x"
+    printf '%-34s %9s us %9s us\n' "  p99 latency" "$s_p99" "$m_p99"
+done
+printf '%-34s %25s\n' "mount to listable root" "$(printf '%.3f' "$mount_time") s"
+printf '%-34s %25s\n' "peak RSS of the mount (VmHWM)" "$((PEAK_RSS_KB / 1024)) MiB (cache 256 MiB)"
+echo "peak RSS by phase (each remount starts afresh):"
+sed 's/^/  /' "$WORK/rss.log"

@@ -1,0 +1,1282 @@
+//! What the repository looks like as a file system is defined here and only
+//! here: plain Rust, no FUSE types, tested without a kernel. `super::fuse`
+//! only translates these calls and their errors.
+//!
+//! ```text
+//! /                     one directory per snapshot, and `latest`
+//! /2025-11-24/          the snapshot's root tree
+//! /2025-11-24_183000/   a later snapshot of the same day
+//! /latest -> 2025-11-24_183000
+//! ```
+//!
+//! Inode numbers are allocated on first sight and never reused, so they are
+//! stable for the life of the mount. An entry inside a snapshot is keyed by
+//! its parent's inode and its position in the parent's tree (trees are
+//! immutable, so the position never changes); the table stores where the
+//! node is (tree id and position), not the node, and trees come from a small
+//! cache. Hard links (one device and inode in the source, more than one link)
+//! share the first inode allocated for them within a snapshot.
+//!
+//! Nothing is read at mount time but the snapshot records: trees load when a
+//! directory is first looked into.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{Local, TimeZone, Utc};
+use crossbeam_channel::{Sender, TrySendError};
+use lru::LruCache;
+
+use crate::chunk_cache::ChunkCache;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repository::backend::FileType;
+use crate::repository::Repository;
+use crate::snapshot::file_reader::FileReader;
+use crate::snapshot::{self, Node, NodeKind, Snapshot, Timestamp, Tree};
+
+pub const ROOT_INO: u64 = 1;
+pub const LATEST_NAME: &str = "latest";
+
+/// How many chunks past a sequential read to fetch in the background.
+const PREFETCH_AHEAD: usize = 4;
+/// Memory for decoded trees. Measured by estimate, not by encoded size: a
+/// decoded node (struct, name, owner strings, chunk ids) takes four to five
+/// times its ~100 encoded bytes. 100k entries are about 45 MiB decoded.
+const TREE_CACHE_BYTES: usize = 32 << 20;
+const DECODED_NODE_BYTES: usize = 448;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Show only this account's snapshots.
+    pub account: Option<String>,
+    /// Name snapshot folders by their UTC date instead of the local one.
+    pub utc: bool,
+    /// Budget of the decompressed chunk cache, in bytes.
+    pub cache_bytes: usize,
+    /// List the snapshots again at most this often (on access to the root).
+    pub relist_every: Duration,
+    /// Background threads fetching the chunks after a sequential read; 0
+    /// disables prefetching.
+    pub prefetch_threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            account: None,
+            utc: false,
+            cache_bytes: 256 << 20,
+            relist_every: Duration::from_secs(2),
+            prefetch_threads: 2,
+        }
+    }
+}
+
+/// The attributes of one inode, as `stat` shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: NodeKind,
+    /// Permission bits (no type bits).
+    pub perm: u32,
+    pub nlink: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// 512-byte blocks, from the size: `du` sums what a restore would take.
+    pub blocks: u64,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub rdev: u64,
+}
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: NodeKind,
+    pub name: Vec<u8>,
+    /// The offset to pass to `readdir` to continue after this entry.
+    pub next: u64,
+    /// Its attributes, so `ls -l` needs no lookup per entry (READDIRPLUS).
+    pub attr: Attr,
+}
+
+/// What an inode number stands for.
+#[derive(Clone, Debug)]
+enum Inode {
+    Root,
+    /// `latest` while it points at the snapshot in `slot`. A new target is a
+    /// new inode: the kernel caches symlink targets by inode, so this is
+    /// what lets it cache `latest` at all (one READLINK per path walk
+    /// through it otherwise) and still see it move.
+    Latest {
+        slot: u32,
+    },
+    /// The root folder of the snapshot in `slot`.
+    SnapshotRoot {
+        slot: u32,
+    },
+    /// Entry `idx` of `tree`, inside the snapshot in `slot`.
+    Entry {
+        slot: u32,
+        parent: u64,
+        tree: Id,
+        idx: u32,
+    },
+}
+
+#[derive(Default)]
+struct Inodes {
+    /// `table[ino - 1]`; only ever grows.
+    table: Vec<Inode>,
+    snapshot_roots: HashMap<u32, u64>,
+    latest_links: HashMap<u32, u64>,
+    /// (parent inode, position in the parent's tree) → inode.
+    children: HashMap<(u64, u32), u64>,
+    /// (snapshot slot, source device, source inode) → inode, for hard links.
+    hard_links: HashMap<(u32, u64, u64), u64>,
+}
+
+impl Inodes {
+    fn push(&mut self, inode: Inode) -> u64 {
+        self.table.push(inode);
+        self.table.len() as u64
+    }
+
+    fn get(&self, ino: u64) -> Option<&Inode> {
+        ino.checked_sub(1).and_then(|i| self.table.get(i as usize))
+    }
+}
+
+/// A snapshot that was shown once. Slots are never removed: a name keeps
+/// meaning one snapshot for the life of the mount, even after it is gone.
+struct Slot {
+    id: Id,
+    name: String,
+    snapshot: Snapshot,
+    /// False once the snapshot file is gone (forgotten, pruned).
+    visible: bool,
+}
+
+#[derive(Default)]
+struct Snapshots {
+    slots: Vec<Slot>,
+    by_id: HashMap<Id, u32>,
+    /// Every name ever given, visible or not.
+    by_name: BTreeMap<String, u32>,
+    /// Snapshot files not shown: other accounts, or damaged (warned once).
+    skipped: HashSet<String>,
+}
+
+impl Snapshots {
+    fn latest(&self) -> Option<u32> {
+        (0..self.slots.len() as u32)
+            .filter(|&n| self.slots[n as usize].visible)
+            .max_by_key(|&n| {
+                (
+                    self.slots[n as usize].snapshot.time,
+                    self.slots[n as usize].id,
+                )
+            })
+    }
+}
+
+struct OpenFile {
+    ino: u64,
+    reader: FileReader,
+    /// Where the last read ended, to recognise sequential reading.
+    last_end: AtomicU64,
+}
+
+struct TreeCache {
+    lru: LruCache<Id, (Arc<Tree>, usize)>,
+    bytes: usize,
+}
+
+pub struct SnapshotFs {
+    repo: Arc<Repository>,
+    chunks: Arc<ChunkCache>,
+    opts: Options,
+    snapshots: RwLock<Snapshots>,
+    /// When the snapshots were last listed; the lock also keeps two threads
+    /// from listing at once.
+    listed_at: Mutex<Option<Instant>>,
+    inodes: RwLock<Inodes>,
+    trees: Mutex<TreeCache>,
+    files: RwLock<HashMap<u64, Arc<OpenFile>>>,
+    next_fh: AtomicU64,
+    /// Objects already warned about: one log line per damaged chunk or tree.
+    warned: Mutex<HashSet<Id>>,
+    prefetch: Option<Sender<Id>>,
+    /// Owner and times of the folders that exist only in the mount.
+    owner: (u32, u32),
+    mounted_at: Timestamp,
+}
+
+impl SnapshotFs {
+    /// The view of `repo`. Reads the snapshot records, nothing else.
+    pub fn new(repo: Repository, opts: Options) -> Result<SnapshotFs> {
+        let repo = Arc::new(repo);
+        let chunks = Arc::new(ChunkCache::new(opts.cache_bytes));
+        let prefetch = (opts.prefetch_threads > 0)
+            .then(|| spawn_prefetchers(&repo, &chunks, opts.prefetch_threads));
+        let mut inodes = Inodes::default();
+        inodes.push(Inode::Root);
+        let now = Utc::now();
+        let fs = SnapshotFs {
+            repo,
+            chunks,
+            opts,
+            snapshots: RwLock::new(Snapshots::default()),
+            listed_at: Mutex::new(None),
+            inodes: RwLock::new(inodes),
+            trees: Mutex::new(TreeCache {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            files: RwLock::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            warned: Mutex::new(HashSet::new()),
+            prefetch,
+            owner: unsafe { (libc::geteuid(), libc::getegid()) },
+            mounted_at: Timestamp {
+                secs: now.timestamp(),
+                nanos: now.timestamp_subsec_nanos(),
+            },
+        };
+        fs.relist(true)?;
+        *lock(&fs.listed_at) = Some(Instant::now());
+        Ok(fs)
+    }
+
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// How long the kernel may cache what this inode's attributes and
+    /// entries say: the root changes as snapshots come and go (and with it
+    /// which inode `latest` is), a snapshot's content never does.
+    pub fn ttl(&self, ino: u64) -> Duration {
+        if ino == ROOT_INO {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(3600)
+        }
+    }
+
+    /// Whether the kernel may keep this inode's pages and listings across
+    /// opens (everything inside a snapshot is immutable).
+    pub fn is_immutable(&self, ino: u64) -> bool {
+        ino != ROOT_INO
+    }
+
+    // ---- snapshots at the top level ----
+
+    fn maybe_relist(&self) {
+        let mut listed_at = lock(&self.listed_at);
+        if listed_at.is_some_and(|t| t.elapsed() < self.opts.relist_every) {
+            return;
+        }
+        if let Err(e) = self.relist(false) {
+            tracing::warn!("listing snapshots: {e}");
+        }
+        *listed_at = Some(Instant::now());
+    }
+
+    /// Show new snapshots and hide the ones whose file is gone.
+    fn relist(&self, first: bool) -> Result<()> {
+        let files = self.repo.list_files(FileType::Snapshot)?;
+        let present: HashSet<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        let mut new = Vec::new();
+        {
+            let known = read(&self.snapshots);
+            for (name, _) in &files {
+                let Ok(id) = Id::from_hex(name) else { continue };
+                if known.by_id.contains_key(&id) || known.skipped.contains(name) {
+                    continue;
+                }
+                new.push((name.clone(), id));
+            }
+        }
+        let mut loaded = Vec::new();
+        let mut skipped = Vec::new();
+        for (name, id) in new {
+            match snapshot::load(&self.repo, &id) {
+                Ok(s) if self.opts.account.as_ref().map_or(true, |a| &s.account == a) => {
+                    loaded.push((id, s))
+                }
+                Ok(_) => skipped.push(name),
+                Err(e) => {
+                    tracing::warn!("not showing snapshot {name}: {e}");
+                    skipped.push(name);
+                }
+            }
+        }
+        loaded.sort_by_key(|a| (a.1.time, a.0));
+        if !first && !loaded.is_empty() {
+            // The new snapshots' trees and chunks are in index files written
+            // since we opened the repository.
+            self.repo.refresh_index()?;
+        }
+        let mut s = write(&self.snapshots);
+        s.skipped.extend(skipped);
+        for slot in &mut s.slots {
+            slot.visible = present.contains(slot.id.to_hex().as_str());
+        }
+        for (id, snapshot) in loaded {
+            let name = self.name_for(&s, &snapshot);
+            let n = s.slots.len() as u32;
+            s.by_id.insert(id, n);
+            s.by_name.insert(name.clone(), n);
+            s.slots.push(Slot {
+                id,
+                name,
+                snapshot,
+                visible: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// `YYYY-MM-DD`, or `YYYY-MM-DD_HHMMSS` when the day already has one:
+    /// no colons, which rsync and scp would read as a host name.
+    fn name_for(&self, s: &Snapshots, snapshot: &Snapshot) -> String {
+        let day = snapshot
+            .local_date(self.opts.utc)
+            .format("%Y-%m-%d")
+            .to_string();
+        if !s.by_name.contains_key(&day) {
+            return day;
+        }
+        let time = if self.opts.utc {
+            snapshot.utc().time()
+        } else {
+            Local.from_utc_datetime(&snapshot.utc().naive_utc()).time()
+        };
+        let full = format!("{day}_{}", time.format("%H%M%S"));
+        let mut name = full.clone();
+        let mut n = 1;
+        // Two snapshots in one second: _2, _3, ...
+        while s.by_name.contains_key(&name) {
+            n += 1;
+            name = format!("{full}_{n}");
+        }
+        name
+    }
+
+    /// The names at the top level, sorted, and the snapshot ids they show.
+    pub fn snapshot_names(&self) -> Vec<(String, Id)> {
+        self.maybe_relist();
+        let s = read(&self.snapshots);
+        s.by_name
+            .iter()
+            .filter(|(_, &n)| s.slots[n as usize].visible)
+            .map(|(name, &n)| (name.clone(), s.slots[n as usize].id))
+            .collect()
+    }
+
+    /// The inode of `latest` as it is now.
+    fn latest_ino(&self) -> Result<u64> {
+        let slot = read(&self.snapshots)
+            .latest()
+            .ok_or_else(|| Error::NotFound("no snapshots yet".into()))?;
+        if let Some(&ino) = read(&self.inodes).latest_links.get(&slot) {
+            return Ok(ino);
+        }
+        let mut inodes = write(&self.inodes);
+        if let Some(&ino) = inodes.latest_links.get(&slot) {
+            return Ok(ino);
+        }
+        let ino = inodes.push(Inode::Latest { slot });
+        inodes.latest_links.insert(slot, ino);
+        Ok(ino)
+    }
+
+    fn snapshot_root_ino(&self, slot: u32) -> u64 {
+        if let Some(&ino) = read(&self.inodes).snapshot_roots.get(&slot) {
+            return ino;
+        }
+        let mut inodes = write(&self.inodes);
+        if let Some(&ino) = inodes.snapshot_roots.get(&slot) {
+            return ino;
+        }
+        let ino = inodes.push(Inode::SnapshotRoot { slot });
+        inodes.snapshot_roots.insert(slot, ino);
+        ino
+    }
+
+    // ---- trees and inodes inside snapshots ----
+
+    fn inode(&self, ino: u64) -> Result<Inode> {
+        read(&self.inodes)
+            .get(ino)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no inode {ino}")))
+    }
+
+    fn tree(&self, id: &Id) -> Result<Arc<Tree>> {
+        if let Some((tree, _)) = lock(&self.trees).lru.get(id) {
+            return Ok(tree.clone());
+        }
+        let bytes = self
+            .repo
+            .load_blob(id)
+            .inspect_err(|e| self.warn_once(id, || format!("tree {id}: {e}")))?;
+        let tree = Arc::new(
+            Tree::decode(id, &bytes).inspect_err(|e| self.warn_once(id, || e.to_string()))?,
+        );
+        let mut cache = lock(&self.trees);
+        let size = bytes.len() + tree.nodes.len() * DECODED_NODE_BYTES;
+        cache.bytes += size;
+        if let Some((_, old)) = cache.lru.put(*id, (tree.clone(), size)) {
+            cache.bytes -= old;
+        }
+        while cache.bytes > TREE_CACHE_BYTES && cache.lru.len() > 1 {
+            if let Some((_, (_, size))) = cache.lru.pop_lru() {
+                cache.bytes -= size;
+            }
+        }
+        Ok(tree)
+    }
+
+    fn slot_tree(&self, slot: u32) -> Id {
+        read(&self.snapshots).slots[slot as usize].snapshot.tree
+    }
+
+    /// The node an entry inode stands for (in its cached tree).
+    fn entry_node(&self, tree: &Id, idx: u32) -> Result<(Arc<Tree>, usize)> {
+        let t = self.tree(tree)?;
+        if idx as usize >= t.nodes.len() {
+            return Err(Error::corrupt(
+                format!("tree {tree}"),
+                "shorter than when it was read",
+            ));
+        }
+        Ok((t, idx as usize))
+    }
+
+    /// The tree listing directory `ino`, its id, and the snapshot it is in.
+    fn dir_tree(&self, ino: u64) -> Result<(u32, Id, Arc<Tree>)> {
+        match self.inode(ino)? {
+            Inode::SnapshotRoot { slot } => {
+                let id = self.slot_tree(slot);
+                Ok((slot, id, self.tree(&id)?))
+            }
+            Inode::Entry {
+                slot, tree, idx, ..
+            } => {
+                let (t, i) = self.entry_node(&tree, idx)?;
+                let node = &t.nodes[i];
+                match node.subtree.filter(|_| node.is_dir()) {
+                    Some(sub) => Ok((slot, sub, self.tree(&sub)?)),
+                    None => Err(not_a_dir(&node.name)),
+                }
+            }
+            Inode::Root | Inode::Latest { .. } => {
+                Err(Error::Invalid(format!("inode {ino} has no tree")))
+            }
+        }
+    }
+
+    fn child_ino(&self, parent: u64, slot: u32, tree: &Id, idx: usize, node: &Node) -> u64 {
+        let key = (parent, idx as u32);
+        if let Some(&ino) = read(&self.inodes).children.get(&key) {
+            return ino;
+        }
+        let mut inodes = write(&self.inodes);
+        if let Some(&ino) = inodes.children.get(&key) {
+            return ino;
+        }
+        let link_key =
+            (!node.is_dir() && node.links > 1).then_some((slot, node.device, node.inode));
+        if let Some(&ino) = link_key.as_ref().and_then(|k| inodes.hard_links.get(k)) {
+            inodes.children.insert(key, ino);
+            return ino;
+        }
+        let ino = inodes.push(Inode::Entry {
+            slot,
+            parent,
+            tree: *tree,
+            idx: idx as u32,
+        });
+        inodes.children.insert(key, ino);
+        if let Some(k) = link_key {
+            inodes.hard_links.insert(k, ino);
+        }
+        ino
+    }
+
+    fn node_attr(&self, ino: u64, node: &Node) -> Attr {
+        let size = match node.kind {
+            NodeKind::File => node.size,
+            NodeKind::Symlink => node.link_target.len() as u64,
+            _ => 0,
+        };
+        Attr {
+            ino,
+            kind: node.kind,
+            perm: node.mode & 0o7777,
+            nlink: node.links.max(1),
+            uid: node.uid,
+            gid: node.gid,
+            size,
+            blocks: if node.kind == NodeKind::File {
+                size.div_ceil(512)
+            } else {
+                0
+            },
+            atime: node.atime,
+            mtime: node.mtime,
+            ctime: node.ctime,
+            rdev: node.rdev,
+        }
+    }
+
+    fn synthetic_attr(&self, ino: u64, kind: NodeKind, size: u64, time: Timestamp) -> Attr {
+        Attr {
+            ino,
+            kind,
+            perm: if kind == NodeKind::Symlink {
+                0o777
+            } else {
+                0o755
+            },
+            nlink: if ino == ROOT_INO { 2 } else { 1 },
+            uid: self.owner.0,
+            gid: self.owner.1,
+            size,
+            blocks: 0,
+            atime: time,
+            mtime: time,
+            ctime: time,
+            rdev: 0,
+        }
+    }
+
+    // ---- the operations ----
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        if parent == ROOT_INO {
+            self.maybe_relist();
+            if name == LATEST_NAME.as_bytes() {
+                return self.getattr(self.latest_ino()?);
+            }
+            let slot = {
+                let s = read(&self.snapshots);
+                std::str::from_utf8(name)
+                    .ok()
+                    .and_then(|n| s.by_name.get(n))
+                    .copied()
+                    .filter(|&n| s.slots[n as usize].visible)
+            };
+            let slot = slot.ok_or_else(|| {
+                Error::NotFound(format!("no snapshot {}", String::from_utf8_lossy(name)))
+            })?;
+            return self.getattr(self.snapshot_root_ino(slot));
+        }
+        let (slot, tree_id, tree) = self.dir_tree(parent)?;
+        let idx = tree
+            .nodes
+            .binary_search_by(|n| n.name.as_slice().cmp(name))
+            .map_err(|_| Error::NotFound(format!("{} not found", String::from_utf8_lossy(name))))?;
+        let node = &tree.nodes[idx];
+        let ino = self.child_ino(parent, slot, &tree_id, idx, node);
+        Ok(self.node_attr(ino, node))
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        match self.inode(ino)? {
+            Inode::Root => {
+                self.maybe_relist();
+                Ok(self.synthetic_attr(ino, NodeKind::Dir, 0, self.mounted_at))
+            }
+            Inode::Latest { slot } => {
+                let s = read(&self.snapshots);
+                let latest = &s.slots[slot as usize];
+                Ok(self.synthetic_attr(
+                    ino,
+                    NodeKind::Symlink,
+                    latest.name.len() as u64,
+                    latest.snapshot.time,
+                ))
+            }
+            Inode::SnapshotRoot { slot } => {
+                let time = read(&self.snapshots).slots[slot as usize].snapshot.time;
+                Ok(self.synthetic_attr(ino, NodeKind::Dir, 0, time))
+            }
+            Inode::Entry { tree, idx, .. } => {
+                let (t, i) = self.entry_node(&tree, idx)?;
+                Ok(self.node_attr(ino, &t.nodes[i]))
+            }
+        }
+    }
+
+    /// Entries of directory `ino` from position `offset` (0 is the start;
+    /// "." and ".." come first), until `add` returns true (buffer full).
+    pub fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(DirEntry) -> bool,
+    ) -> Result<()> {
+        let parent = match self.inode(ino)? {
+            Inode::Root | Inode::SnapshotRoot { .. } => ROOT_INO,
+            Inode::Entry { parent, .. } => parent,
+            Inode::Latest { .. } => return Err(not_a_dir(LATEST_NAME.as_bytes())),
+        };
+        let dots = [(ino, b".".to_vec()), (parent, b"..".to_vec())];
+        for (i, (dot_ino, name)) in dots.into_iter().enumerate().skip(offset as usize) {
+            let attr = self.getattr(dot_ino)?;
+            let next = i as u64 + 1;
+            if add(DirEntry {
+                ino: dot_ino,
+                kind: NodeKind::Dir,
+                name,
+                next,
+                attr,
+            }) {
+                return Ok(());
+            }
+        }
+        let skip = offset.saturating_sub(2) as usize;
+        if ino == ROOT_INO {
+            let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
+            let names = self.snapshot_names();
+            if !names.is_empty() {
+                entries.push((self.latest_ino()?, LATEST_NAME.as_bytes().to_vec()));
+            }
+            for (name, id) in names {
+                let slot = read(&self.snapshots).by_id[&id];
+                entries.push((self.snapshot_root_ino(slot), name.into_bytes()));
+            }
+            for (i, (ino, name)) in entries.into_iter().enumerate().skip(skip) {
+                let attr = self.getattr(ino)?;
+                if add(DirEntry {
+                    ino,
+                    kind: attr.kind,
+                    name,
+                    next: i as u64 + 3,
+                    attr,
+                }) {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        let (slot, tree_id, tree) = self.dir_tree(ino)?;
+        for (i, node) in tree.nodes.iter().enumerate().skip(skip) {
+            let child = self.child_ino(ino, slot, &tree_id, i, node);
+            let attr = self.node_attr(child, node);
+            if add(DirEntry {
+                ino: child,
+                kind: node.kind,
+                name: node.name.clone(),
+                next: i as u64 + 3,
+                attr,
+            }) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        match self.inode(ino)? {
+            Inode::Latest { slot } => Ok(read(&self.snapshots).slots[slot as usize]
+                .name
+                .clone()
+                .into_bytes()),
+            Inode::Entry { tree, idx, .. } => {
+                let (t, i) = self.entry_node(&tree, idx)?;
+                let node = &t.nodes[i];
+                if node.kind != NodeKind::Symlink {
+                    return Err(Error::Invalid(format!(
+                        "{} is not a symlink",
+                        String::from_utf8_lossy(&node.name)
+                    )));
+                }
+                Ok(node.link_target.clone())
+            }
+            _ => Err(Error::Invalid(format!("inode {ino} is not a symlink"))),
+        }
+    }
+
+    /// Open a file for reading; returns a handle for `read_at`. The chunk
+    /// offsets are computed here, once.
+    pub fn open(&self, ino: u64) -> Result<u64> {
+        let Inode::Entry { tree, idx, .. } = self.inode(ino)? else {
+            return Err(Error::Invalid(format!("inode {ino} is not a file")));
+        };
+        let (t, i) = self.entry_node(&tree, idx)?;
+        let node = &t.nodes[i];
+        if !node.is_file() {
+            return Err(Error::Invalid(format!(
+                "{} is not a file",
+                String::from_utf8_lossy(&node.name)
+            )));
+        }
+        let reader = FileReader::open(&self.repo, node).inspect_err(|e| {
+            tracing::warn!("{}: {e}", self.path_of(ino));
+        })?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let file = Arc::new(OpenFile {
+            ino,
+            reader,
+            last_end: AtomicU64::new(0),
+        });
+        write(&self.files).insert(fh, file);
+        Ok(fh)
+    }
+
+    pub fn release(&self, fh: u64) {
+        write(&self.files).remove(&fh);
+    }
+
+    /// Up to `len` bytes at `offset` of open file `fh`; fewer at the end.
+    /// A chunk that cannot be read fails this read only (`Error::Corrupt`
+    /// for damage), logged once per chunk.
+    pub fn read_at(&self, fh: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.read_at_with(fh, offset, len, |data| data.to_vec())
+    }
+
+    /// `read_at`, handing the bytes to `reply` without copying them when
+    /// they lie in one chunk (most reads: the kernel asks for at most 1 MiB,
+    /// chunks average 1 MiB).
+    pub fn read_at_with<R>(
+        &self,
+        fh: u64,
+        offset: u64,
+        len: usize,
+        reply: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let file = read(&self.files)
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| Error::Invalid(format!("no open file {fh}")))?;
+        let fetch = |id: &Id| {
+            self.chunks
+                .get(id, || self.repo.load_blob(id))
+                .inspect_err(|e| {
+                    self.warn_once(id, || {
+                        format!("{}: chunk {id}: {e}", self.path_of(file.ino))
+                    })
+                })
+        };
+        let reader = &file.reader;
+        let end = offset.saturating_add(len as u64).min(reader.size());
+        let single = reader
+            .chunk_index_at(offset)
+            .map(|i| reader.chunk(i))
+            .filter(|&(_, _, chunk_end)| end <= chunk_end);
+        let (result, read_end) = match single {
+            Some((id, start, chunk_end)) => {
+                let data = fetch(&id)?;
+                if data.len() as u64 != chunk_end - start {
+                    return Err(Error::corrupt(
+                        format!("data blob {id}"),
+                        "has a different size than the index says",
+                    ));
+                }
+                (
+                    reply(&data[(offset - start) as usize..(end - start) as usize]),
+                    end,
+                )
+            }
+            None => {
+                let data = reader.read_at(offset, len, fetch)?;
+                let read_end = offset + data.len() as u64;
+                (reply(&data), read_end)
+            }
+        };
+        // Sequential enough: the kernel's parallel readahead requests arrive
+        // slightly out of order.
+        let last = file.last_end.swap(read_end, Ordering::Relaxed);
+        if read_end > offset && last.abs_diff(offset) <= 4 << 20 {
+            self.prefetch_after(reader, read_end);
+        }
+        Ok(result)
+    }
+
+    fn prefetch_after(&self, reader: &FileReader, end: u64) {
+        let Some(tx) = &self.prefetch else { return };
+        let Some(first) = reader.chunk_index_at(end) else {
+            return;
+        };
+        for i in first..(first + PREFETCH_AHEAD).min(reader.chunk_count()) {
+            let (id, _, _) = reader.chunk(i);
+            if self.chunks.peek(&id).is_some() {
+                continue;
+            }
+            match tx.try_send(id) {
+                Ok(()) | Err(TrySendError::Full(_)) => {}
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+    }
+
+    /// The value of extended attribute `name`, `None` if there is none.
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Inode::Entry { tree, idx, .. } = self.inode(ino)? else {
+            return Ok(None);
+        };
+        let (t, i) = self.entry_node(&tree, idx)?;
+        Ok(t.nodes[i]
+            .xattrs
+            .iter()
+            .find(|x| x.name == name)
+            .map(|x| x.value.clone()))
+    }
+
+    /// The names of the extended attributes, each followed by a NUL, as
+    /// `listxattr(2)` returns them.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        let Inode::Entry { tree, idx, .. } = self.inode(ino)? else {
+            return Ok(Vec::new());
+        };
+        let (t, i) = self.entry_node(&tree, idx)?;
+        let mut out = Vec::new();
+        for x in &t.nodes[i].xattrs {
+            out.extend_from_slice(&x.name);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// The attributes at a slash-separated path from the mount's root, by
+    /// successive lookups (tests, messages).
+    pub fn lookup_path(&self, path: &str) -> Result<Attr> {
+        let mut attr = self.getattr(ROOT_INO)?;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            attr = self.lookup(attr.ino, part.as_bytes())?;
+        }
+        Ok(attr)
+    }
+
+    /// The path of an inode from the mount's root, for messages.
+    pub fn path_of(&self, ino: u64) -> String {
+        let mut parts = Vec::new();
+        let mut cur = ino;
+        loop {
+            match self.inode(cur) {
+                Ok(Inode::Entry {
+                    parent, tree, idx, ..
+                }) => {
+                    let name = self
+                        .entry_node(&tree, idx)
+                        .map(|(t, i)| String::from_utf8_lossy(&t.nodes[i].name).into_owned())
+                        .unwrap_or_else(|_| format!("#{cur}"));
+                    parts.push(name);
+                    cur = parent;
+                }
+                Ok(Inode::SnapshotRoot { slot }) => {
+                    parts.push(read(&self.snapshots).slots[slot as usize].name.clone());
+                    break;
+                }
+                Ok(Inode::Latest { .. }) => {
+                    parts.push(LATEST_NAME.into());
+                    break;
+                }
+                Ok(Inode::Root) | Err(_) => break,
+            }
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+
+    fn warn_once(&self, id: &Id, message: impl FnOnce() -> String) {
+        if lock(&self.warned).insert(*id) {
+            tracing::warn!("{}", message());
+        }
+    }
+}
+
+fn spawn_prefetchers(
+    repo: &Arc<Repository>,
+    chunks: &Arc<ChunkCache>,
+    threads: usize,
+) -> Sender<Id> {
+    // Bounded: when readers outrun the prefetchers, dropping a prefetch is
+    // better than queueing work whose reader has moved on.
+    let (tx, rx) = crossbeam_channel::bounded::<Id>(16);
+    for n in 0..threads {
+        let (repo, chunks, rx) = (repo.clone(), chunks.clone(), rx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("prefetch-{n}"))
+            .spawn(move || {
+                for id in rx {
+                    // Errors are the reader's to report, when it gets there.
+                    let _ = chunks.get(&id, || repo.load_blob(&id));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("no prefetch thread: {e}");
+        }
+    }
+    tx
+}
+
+fn not_a_dir(name: &[u8]) -> Error {
+    Error::Invalid(format!(
+        "{} is not a directory",
+        String::from_utf8_lossy(name)
+    ))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::{self, BackupOptions};
+    use crate::chunker::tests::{pseudo_random, small_params};
+    use std::path::Path;
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+            .unwrap()
+            .timestamp()
+    }
+
+    fn backup_at(repo: &Repository, src: &Path, secs: i64) -> (Id, Snapshot) {
+        let opts = BackupOptions {
+            paths: vec![src.to_path_buf()],
+            account: "alice".into(),
+            hostname: "h".into(),
+            time: Some((Timestamp { secs, nanos: 0 }, 0)),
+            excludes: vec![],
+            one_file_system: false,
+            tags: vec![],
+            progress: false,
+            lock_wait: std::time::Duration::from_secs(10),
+        };
+        let outcome = backup::run(repo, &opts).unwrap();
+        (outcome.id, outcome.snapshot)
+    }
+
+    fn options() -> Options {
+        Options {
+            utc: true,
+            relist_every: Duration::ZERO,
+            cache_bytes: 1 << 20,
+            ..Options::default()
+        }
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        big: Vec<u8>,
+    }
+
+    impl Fixture {
+        fn src(&self) -> std::path::PathBuf {
+            self.dir.path().join("src")
+        }
+        fn repo_path(&self) -> std::path::PathBuf {
+            self.dir.path().join("repo")
+        }
+        fn open(&self) -> SnapshotFs {
+            SnapshotFs::new(Repository::open(&self.repo_path()).unwrap(), options()).unwrap()
+        }
+    }
+
+    /// A source tree with an empty file, a multi-chunk file, a small file,
+    /// a hard link, a symlink and a subfolder, backed up once.
+    fn fixture() -> (Fixture, Repository) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        let big = pseudo_random(60_000, 7);
+        std::fs::write(src.join("big"), &big).unwrap();
+        std::fs::write(src.join("empty"), b"").unwrap();
+        std::fs::write(src.join("small.txt"), b"small").unwrap();
+        std::fs::write(src.join("sub/inner"), b"inner").unwrap();
+        std::fs::hard_link(src.join("small.txt"), src.join("sub/hard")).unwrap();
+        std::os::unix::fs::symlink("../big", src.join("sub/link")).unwrap();
+        let repo = Repository::init(&dir.path().join("repo"), small_params(), Some(8192)).unwrap();
+        backup_at(&repo, &src, at(2025, 1, 2, 10, 0, 0));
+        (Fixture { dir, big }, repo)
+    }
+
+    fn read_all(fs: &SnapshotFs, path: &str) -> Result<Vec<u8>> {
+        let attr = fs.lookup_path(path)?;
+        let fh = fs.open(attr.ino)?;
+        let data = fs.read_at(fh, 0, attr.size as usize + 10);
+        fs.release(fh);
+        data
+    }
+
+    fn names(fs: &SnapshotFs, ino: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        fs.readdir(ino, 0, |e| {
+            out.push(String::from_utf8(e.name).unwrap());
+            false
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn reads_past_the_end_of_empty_files_and_across_chunks() {
+        let (fx, _repo) = fixture();
+        let fs = fx.open();
+        let attr = fs.lookup_path("2025-01-02/big").unwrap();
+        assert_eq!(attr.size, 60_000);
+        assert_eq!(attr.blocks, 60_000u64.div_ceil(512));
+        let fh = fs.open(attr.ino).unwrap();
+        let chunks = read(&fs.files)[&fh].reader.chunk_count();
+        assert!(
+            chunks >= 4,
+            "small params cut 60 kB into several chunks, got {chunks}"
+        );
+        assert_eq!(fs.read_at(fh, 0, 100_000).unwrap(), fx.big);
+        // Spans every chunk boundary in the middle of the file.
+        assert_eq!(
+            fs.read_at(fh, 10_000, 40_000).unwrap(),
+            &fx.big[10_000..50_000]
+        );
+        assert_eq!(fs.read_at(fh, 59_990, 100).unwrap(), &fx.big[59_990..]);
+        assert!(fs.read_at(fh, 60_000, 100).unwrap().is_empty());
+        assert!(fs.read_at(fh, u64::MAX - 10, 100).unwrap().is_empty());
+        fs.release(fh);
+        assert!(fs.read_at(fh, 0, 10).is_err(), "a released handle is gone");
+
+        let empty = fs.lookup_path("2025-01-02/empty").unwrap();
+        assert_eq!((empty.size, empty.blocks), (0, 0));
+        assert!(read_all(&fs, "2025-01-02/empty").unwrap().is_empty());
+        assert_eq!(read_all(&fs, "2025-01-02/sub/inner").unwrap(), b"inner");
+    }
+
+    #[test]
+    fn tree_metadata_links_and_stable_inodes() {
+        let (fx, _repo) = fixture();
+        let fs = fx.open();
+        let root = fs.lookup_path("2025-01-02").unwrap();
+        assert_eq!(root.kind, NodeKind::Dir);
+        assert_eq!(
+            names(&fs, root.ino),
+            [".", "..", "big", "empty", "small.txt", "sub"]
+        );
+        let sub = fs.lookup_path("2025-01-02/sub").unwrap();
+        assert_eq!(names(&fs, sub.ino), [".", "..", "hard", "inner", "link"]);
+
+        let small = fs.lookup_path("2025-01-02/small.txt").unwrap();
+        let hard = fs.lookup_path("2025-01-02/sub/hard").unwrap();
+        assert_eq!(small.ino, hard.ino, "hard links share an inode");
+        assert_eq!(small.nlink, 2);
+        let meta = std::fs::metadata(fx.src().join("small.txt")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(small.perm, meta.mode() & 0o7777);
+        assert_eq!((small.uid, small.gid), (meta.uid(), meta.gid()));
+        assert_eq!(
+            small.mtime,
+            Timestamp {
+                secs: meta.mtime(),
+                nanos: meta.mtime_nsec() as u32
+            }
+        );
+
+        let link = fs.lookup_path("2025-01-02/sub/link").unwrap();
+        assert_eq!(link.kind, NodeKind::Symlink);
+        assert_eq!(fs.readlink(link.ino).unwrap(), b"../big");
+        assert_eq!(link.size, 6);
+
+        // Stable: the same inode however it is reached, and readdir agrees.
+        let inner = fs.lookup_path("2025-01-02/sub/inner").unwrap();
+        assert_eq!(fs.lookup(sub.ino, b"inner").unwrap().ino, inner.ino);
+        let mut listed = None;
+        fs.readdir(sub.ino, 0, |e| {
+            if e.name == b"inner" {
+                listed = Some(e.ino);
+            }
+            false
+        })
+        .unwrap();
+        assert_eq!(listed, Some(inner.ino));
+        assert_eq!(fs.getattr(inner.ino).unwrap(), inner);
+        assert!(matches!(
+            fs.lookup(sub.ino, b"nope"),
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            fs.lookup_path("1999-01-01"),
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(fs.open(sub.ino), Err(Error::Invalid(_))));
+
+        // Resuming a listing at an offset it handed out.
+        let mut first_two = Vec::new();
+        fs.readdir(sub.ino, 0, |e| {
+            first_two.push(e.next);
+            first_two.len() == 3
+        })
+        .unwrap();
+        let mut rest = Vec::new();
+        fs.readdir(sub.ino, first_two[2], |e| {
+            rest.push(String::from_utf8(e.name).unwrap());
+            false
+        })
+        .unwrap();
+        assert_eq!(rest, ["inner", "link"]);
+    }
+
+    #[test]
+    fn xattrs_with_probes() {
+        let (fx, repo) = fixture();
+        let path = fx.src().join("small.txt");
+        if xattr::set(&path, "user.snapfs", b"value").is_err() {
+            eprintln!("skipping: the temp folder does not support user xattrs");
+            return;
+        }
+        backup_at(&repo, &fx.src(), at(2025, 1, 3, 10, 0, 0));
+        let fs = fx.open();
+        let attr = fs.lookup_path("2025-01-03/small.txt").unwrap();
+        assert_eq!(
+            fs.getxattr(attr.ino, b"user.snapfs").unwrap().as_deref(),
+            Some(&b"value"[..])
+        );
+        assert_eq!(fs.getxattr(attr.ino, b"user.none").unwrap(), None);
+        assert_eq!(fs.listxattr(attr.ino).unwrap(), b"user.snapfs\0");
+        assert_eq!(fs.listxattr(ROOT_INO).unwrap(), b"");
+    }
+
+    #[test]
+    fn same_day_snapshots_latest_and_relisting() {
+        let (fx, repo) = fixture();
+        backup_at(&repo, &fx.src(), at(2025, 1, 2, 12, 30, 0));
+        let fs = fx.open();
+        let shown: Vec<String> = fs.snapshot_names().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(shown, ["2025-01-02", "2025-01-02_123000"]);
+        assert!(shown.iter().all(|n| !n.contains(':')));
+        assert_eq!(
+            names(&fs, ROOT_INO),
+            [".", "..", "latest", "2025-01-02", "2025-01-02_123000"]
+        );
+        let latest = fs.lookup(ROOT_INO, b"latest").unwrap();
+        assert_eq!(latest.kind, NodeKind::Symlink);
+        assert_eq!(fs.readlink(latest.ino).unwrap(), b"2025-01-02_123000");
+        let old_ino = fs.lookup_path("2025-01-02").unwrap().ino;
+        let old_latest = fs.lookup(ROOT_INO, b"latest").unwrap().ino;
+
+        // A backup made while mounted shows up and `latest` follows; an
+        // earlier snapshot of a day already shown never takes its name.
+        let (new_id, _) = backup_at(&repo, &fx.src(), at(2025, 1, 2, 8, 0, 0));
+        let (newest, _) = backup_at(&repo, &fx.src(), at(2025, 1, 4, 9, 0, 0));
+        let shown: Vec<String> = fs.snapshot_names().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            shown,
+            [
+                "2025-01-02",
+                "2025-01-02_080000",
+                "2025-01-02_123000",
+                "2025-01-04"
+            ]
+        );
+        assert_eq!(
+            fs.readlink(fs.lookup(ROOT_INO, b"latest").unwrap().ino)
+                .unwrap(),
+            b"2025-01-04"
+        );
+        assert_eq!(fs.lookup_path("2025-01-02").unwrap().ino, old_ino);
+        // `latest` moved by becoming a new inode; the old one keeps its target.
+        assert_ne!(fs.lookup(ROOT_INO, b"latest").unwrap().ino, old_latest);
+        assert_eq!(fs.readlink(old_latest).unwrap(), b"2025-01-02_123000");
+        assert_eq!(read_all(&fs, "2025-01-04/big").unwrap(), fx.big);
+
+        // Forgotten snapshots vanish; their names are not given to others.
+        for id in [new_id, newest] {
+            std::fs::remove_file(fx.repo_path().join("snapshots").join(id.to_hex())).unwrap();
+        }
+        let shown: Vec<String> = fs.snapshot_names().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(shown, ["2025-01-02", "2025-01-02_123000"]);
+        assert!(matches!(
+            fs.lookup_path("2025-01-04"),
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(
+            fs.readlink(fs.lookup(ROOT_INO, b"latest").unwrap().ino)
+                .unwrap(),
+            b"2025-01-02_123000"
+        );
+    }
+
+    #[test]
+    fn two_snapshots_in_one_second() {
+        let (fx, repo) = fixture();
+        let t = at(2025, 1, 2, 10, 0, 0);
+        backup_at(&repo, &fx.src(), t);
+        backup_at(&repo, &fx.src(), t);
+        let fs = fx.open();
+        let shown: Vec<String> = fs.snapshot_names().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            shown,
+            ["2025-01-02", "2025-01-02_100000", "2025-01-02_100000_2"]
+        );
+        let ids: HashSet<Id> = fs.snapshot_names().into_iter().map(|(_, id)| id).collect();
+        assert_eq!(ids.len(), 3, "three snapshots, three names");
+    }
+
+    #[test]
+    fn account_filter_and_no_snapshots() {
+        let (fx, _repo) = fixture();
+        let repo = Repository::open(&fx.repo_path()).unwrap();
+        let opts = Options {
+            account: Some("bob".into()),
+            ..options()
+        };
+        let fs = SnapshotFs::new(repo, opts).unwrap();
+        assert!(fs.snapshot_names().is_empty());
+        assert_eq!(names(&fs, ROOT_INO), [".", ".."]);
+        assert!(matches!(
+            fs.lookup(ROOT_INO, b"latest"),
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn a_damaged_chunk_fails_its_reads_only() {
+        let (fx, repo) = fixture();
+        let tree = snapshot::list(&repo).unwrap().0[0].snapshot.tree;
+        let node = snapshot::resolve(&repo, &tree, b"big").unwrap();
+        let loc = repo.locate(&node.content[1]).unwrap();
+        let hex = loc.pack.to_hex();
+        let pack = fx.repo_path().join("data").join(&hex[..2]).join(&hex);
+        let mut bytes = std::fs::read(&pack).unwrap();
+        bytes[loc.blob.offset as usize + loc.blob.length as usize / 2] ^= 0x40;
+        std::fs::write(&pack, bytes).unwrap();
+
+        let fs = fx.open();
+        let attr = fs.lookup_path("2025-01-02/big").unwrap();
+        let fh = fs.open(attr.ino).unwrap();
+        let err = fs.read_at(fh, 0, 60_000).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        // The chunk before the damaged one still reads; so do other files,
+        // and the same read fails the same way again (errors are not cached).
+        let (_, _, first_end) = read(&fs.files)[&fh].reader.chunk(0);
+        assert_eq!(
+            fs.read_at(fh, 0, first_end as usize).unwrap(),
+            &fx.big[..first_end as usize]
+        );
+        assert!(matches!(
+            fs.read_at(fh, 0, 60_000),
+            Err(Error::Corrupt { .. })
+        ));
+        assert_eq!(read_all(&fs, "2025-01-02/small.txt").unwrap(), b"small");
+        assert_eq!(read_all(&fs, "2025-01-02/sub/inner").unwrap(), b"inner");
+        assert_eq!(fs.path_of(attr.ino), "/2025-01-02/big");
+    }
+}

@@ -307,7 +307,7 @@ impl SnapshotFs {
         let mut skipped = Vec::new();
         for (name, id) in new {
             match snapshot::load(&self.repo, &id) {
-                Ok(s) if self.opts.account.as_ref().map_or(true, |a| &s.account == a) => {
+                Ok(s) if self.opts.account.as_ref().is_none_or(|a| &s.account == a) => {
                     loaded.push((id, s))
                 }
                 Ok(_) => skipped.push(name),

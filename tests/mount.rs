@@ -12,6 +12,8 @@
 //! - 8 parallel readers of one multi-chunk file
 //! - a flipped byte in a pack: EIO for that file only
 //! - SFTP: list and `get -r`; `--allow-other` enforces owners and modes
+//! - a backup skips a snapfs mount inside the home it backs up
+//! - files stay readable while prune repacks; forgotten days vanish
 
 use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -827,4 +829,65 @@ fn sigterm_unmounts_and_exits() {
     };
     assert!(status.success(), "{status}");
     assert_eq!(fstype(&mnt), None, "unmounted");
+}
+
+#[test]
+fn a_backup_of_a_home_skips_the_snapfs_mount_inside_it() {
+    if !fuse_available("a_backup_of_a_home_skips_the_snapfs_mount_inside_it") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, home) = (tmp.path().join("repo"), tmp.path().join("home"));
+    init_repo(&repo);
+    std::fs::create_dir_all(home.join("admin/backup")).unwrap();
+    std::fs::write(home.join("index.html"), b"<html>").unwrap();
+    backup(&repo, &home, "2025-04-01T02:00:00Z");
+    // The user's own backups, mounted inside their home, as in production.
+    let _m = Mounted::new(&repo, &home.join("admin/backup"), &[]);
+    backup(&repo, &home, "2025-04-02T02:00:00Z");
+    let listing = run(snapfs(&repo).args(["ls", "latest", "-R"])).stdout;
+    assert_eq!(
+        String::from_utf8_lossy(&listing),
+        "admin\nadmin/backup\nindex.html\n",
+        "the mount point is kept, empty; nothing below it is backed up"
+    );
+}
+
+#[test]
+fn files_stay_readable_while_prune_repacks_and_forgotten_days_vanish() {
+    if !fuse_available("files_stay_readable_while_prune_repacks_and_forgotten_days_vanish") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, src) = (tmp.path().join("repo"), tmp.path().join("src"));
+    init_repo(&repo);
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("kept"), pseudo_random(600_000, 1)).unwrap();
+    for (day, seed) in [(1, 10), (2, 20), (3, 30)] {
+        std::fs::write(src.join("daily"), pseudo_random(300_000, seed)).unwrap();
+        backup(&repo, &src, &format!("2025-04-0{day}T02:00:00Z"));
+    }
+    let m = Mounted::new(&repo, &tmp.path().join("mnt"), &[]);
+    assert_eq!(
+        std::fs::read(m.path("latest/daily")).unwrap(),
+        pseudo_random(300_000, 30)
+    );
+    // Forget the first two days; repack everything, so every pack the mount
+    // knows of is deleted and the kept data lives in new packs.
+    run(snapfs(&repo).args(["forget", "--keep-last", "1"]));
+    run(snapfs(&repo).args(["prune", "--max-unused", "0%"]));
+    // Not read before: the kernel's page cache cannot answer for it.
+    assert_eq!(
+        std::fs::read(m.path("2025-04-03/kept")).unwrap(),
+        pseudo_random(600_000, 1)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.path("2025-04-01").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "a forgotten day is still shown after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(m.path("2025-04-03").is_dir());
 }

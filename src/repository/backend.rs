@@ -128,7 +128,13 @@ impl LocalBackend {
             if name.starts_with('.') {
                 continue;
             }
-            let meta = entry.metadata().at(entry.path())?;
+            // Removed between readdir and stat (forget, prune, a released
+            // lock): not part of the listing.
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(entry.path(), e)),
+            };
             if meta.is_file() {
                 out.push((name.to_string(), meta.len()));
             }
@@ -345,6 +351,37 @@ mod tests {
     fn local_backend_keeps_the_contract() {
         let dir = tempfile::tempdir().unwrap();
         backend_contract(&LocalBackend::new(dir.path().join("repo")));
+    }
+
+    #[test]
+    fn files_removed_while_listing_are_left_out() {
+        // A concurrent forget or prune removes files between our readdir and
+        // stat. Churn hundreds of files (plain writes, no fsync, to be fast)
+        // while listing, so the window is hit many times per run.
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        backend.create().unwrap();
+        backend.write(FileType::Snapshot, "keep", b"1").unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let (snapshots, stop) = (dir.path().join("snapshots"), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for n in 0..300 {
+                        fs::write(snapshots.join(format!("c{n}")), b"x").unwrap();
+                    }
+                    for n in 0..300 {
+                        fs::remove_file(snapshots.join(format!("c{n}"))).unwrap();
+                    }
+                }
+            })
+        };
+        for _ in 0..300 {
+            let names = backend.list(FileType::Snapshot).unwrap();
+            assert!(names.iter().any(|(n, _)| n == "keep"));
+        }
+        stop.store(true, Ordering::Relaxed);
+        churn.join().unwrap();
     }
 
     #[test]

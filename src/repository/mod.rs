@@ -238,6 +238,9 @@ impl Repository {
                     drop(index);
                     added += 1;
                 }
+                // Replaced by a prune while we listed: its packs are in the
+                // new index files, which the next refresh reads.
+                Err(Error::NotFound(_)) => {}
                 Err(e) => tracing::warn!("skipping index {name}: {e}"),
             }
             self.loaded_index_files

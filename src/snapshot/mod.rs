@@ -134,6 +134,8 @@ pub fn list(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Vec<DamagedSnapsho
             });
         match loaded {
             Ok(entry) => good.push(entry),
+            // Forgotten while we listed: gone, not damaged.
+            Err(Error::NotFound(_)) => {}
             Err(e) => bad.push((name, e)),
         }
     }

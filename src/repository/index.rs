@@ -140,22 +140,26 @@ impl Index {
         }
     }
 
+    fn location(&self, e: &Entry) -> BlobLocation {
+        BlobLocation {
+            pack: self.packs[e.pack as usize],
+            blob: PackBlob {
+                id: e.id,
+                kind: e.kind,
+                compression: e.compression,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            },
+        }
+    }
+
     pub fn lookup(&self, id: &Id) -> Option<BlobLocation> {
         let entry = match self.sorted.binary_search_by(|e| e.id.cmp(id)) {
             Ok(i) => &self.sorted[i],
             Err(_) => self.recent.get(id)?,
         };
-        Some(BlobLocation {
-            pack: self.packs[entry.pack as usize],
-            blob: PackBlob {
-                id: entry.id,
-                kind: entry.kind,
-                compression: entry.compression,
-                offset: entry.offset,
-                length: entry.length,
-                raw_length: entry.raw_length,
-            },
-        })
+        Some(self.location(entry))
     }
 
     /// The position of `id` among the sorted entries: a dense number in
@@ -171,18 +175,7 @@ impl Index {
 
     /// The entry at a position returned by `position`.
     pub fn at(&self, position: usize) -> BlobLocation {
-        let e = &self.sorted[position];
-        BlobLocation {
-            pack: self.packs[e.pack as usize],
-            blob: PackBlob {
-                id: e.id,
-                kind: e.kind,
-                compression: e.compression,
-                offset: e.offset,
-                length: e.length,
-                raw_length: e.raw_length,
-            },
-        }
+        self.location(&self.sorted[position])
     }
 
     pub fn contains(&self, id: &Id) -> bool {
@@ -210,17 +203,7 @@ impl Index {
         self.sorted
             .iter()
             .chain(self.recent.values())
-            .map(|e| BlobLocation {
-                pack: self.packs[e.pack as usize],
-                blob: PackBlob {
-                    id: e.id,
-                    kind: e.kind,
-                    compression: e.compression,
-                    offset: e.offset,
-                    length: e.length,
-                    raw_length: e.raw_length,
-                },
-            })
+            .map(|e| self.location(e))
     }
 }
 

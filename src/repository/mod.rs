@@ -49,12 +49,9 @@ pub struct Repository {
     rescanned: Mutex<bool>,
     /// Names of the index files already in `index`.
     loaded_index_files: Mutex<HashSet<String>>,
-    /// When a read found its pack gone, the index was reloaded (a prune may
-    /// have moved the blob); at most once per `RELOAD_INTERVAL`.
-    last_reload: Mutex<Option<std::time::Instant>>,
+    /// Held while a reader reloads the index after a prune moved blobs.
+    reloading: Mutex<()>,
 }
-
-const RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Repository {
     /// Create a new, empty repository at a local path.
@@ -140,7 +137,7 @@ impl Repository {
             index_problems: Vec::new(),
             rescanned: Mutex::new(false),
             loaded_index_files: Mutex::new(HashSet::new()),
-            last_reload: Mutex::new(None),
+            reloading: Mutex::new(()),
         };
         Ok(repo)
     }
@@ -161,46 +158,35 @@ impl Repository {
         &self.index_problems
     }
 
-    /// Read every index file. A damaged one is skipped with a warning: its
-    /// packs are found again by `rescan_unindexed_packs` when needed.
     fn load_index(&mut self) -> Result<()> {
+        self.index_problems = self.reload_index()?;
+        Ok(())
+    }
+
+    /// Rebuild the in-memory index from the index files there are now (at
+    /// open, and after a prune replaced them: repacked blobs have moved).
+    /// A damaged index file is skipped with a warning and returned: its
+    /// packs are found again by `rescan_unindexed_packs` when needed.
+    pub fn reload_index(&self) -> Result<Vec<LoadProblem>> {
         let files = self.backend.list(FileType::Index)?;
         let mut index = Index::with_capacity_for(&files);
         let mut loaded = HashSet::new();
+        let mut problems = Vec::new();
         for (name, _) in files {
             match self.read_index_file(&name) {
                 Ok(file) => {
                     index.extend_unsorted(file);
                     loaded.insert(name);
                 }
+                // Replaced by a prune while we listed: its successor is listed too.
+                Err(Error::NotFound(_)) => {}
                 Err(e) => {
                     tracing::warn!("skipping index {name}: {e}");
-                    self.index_problems.push(LoadProblem {
+                    problems.push(LoadProblem {
                         object: format!("index {name}"),
                         message: e.to_string(),
                     });
                 }
-            }
-        }
-        index.sort();
-        self.index = RwLock::new(index);
-        self.loaded_index_files = Mutex::new(loaded);
-        Ok(())
-    }
-
-    /// Rebuild the in-memory index from the index files there are now: after
-    /// a prune replaced them, locations of repacked blobs have changed.
-    pub fn reload_index(&self) -> Result<()> {
-        let files = self.backend.list(FileType::Index)?;
-        let mut index = Index::with_capacity_for(&files);
-        let mut loaded = HashSet::new();
-        for (name, _) in files {
-            match self.read_index_file(&name) {
-                Ok(file) => {
-                    index.extend_unsorted(file);
-                    loaded.insert(name);
-                }
-                Err(e) => tracing::warn!("skipping index {name}: {e}"),
             }
         }
         index.sort();
@@ -209,9 +195,7 @@ impl Repository {
             .loaded_index_files
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = loaded;
-        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(std::time::Instant::now());
-        Ok(())
+        Ok(problems)
     }
 
     /// Load index files written since this repository was opened (by
@@ -314,19 +298,31 @@ impl Repository {
     /// repacked it while this process was running.
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
         match self.load_blob_once(id) {
-            Err(Error::Corrupt { reason, .. })
-                if reason.starts_with("its pack") && self.may_reload() =>
-            {
-                self.reload_index()?;
+            Err(Error::Corrupt { reason, .. }) if reason.starts_with("its pack") => {
+                // One thread reloads; the others wait, then see no change.
+                let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+                if self.index_changed() {
+                    self.reload_index()?;
+                }
                 self.load_blob_once(id)
             }
             other => other,
         }
     }
 
-    fn may_reload(&self) -> bool {
-        let last = self.last_reload.lock().unwrap_or_else(|e| e.into_inner());
-        last.is_none_or(|t| t.elapsed() >= RELOAD_INTERVAL)
+    /// Whether the index files differ from the ones loaded: then a prune
+    /// has replaced them and reloading may find a moved blob. When they do
+    /// not, the pack is really gone, and reloading (on every read of a
+    /// damaged file) would only cost time.
+    fn index_changed(&self) -> bool {
+        let Ok(files) = self.backend.list(FileType::Index) else {
+            return false;
+        };
+        let loaded = self
+            .loaded_index_files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        files.len() != loaded.len() || files.iter().any(|(name, _)| !loaded.contains(name))
     }
 
     fn load_blob_once(&self, id: &Id) -> Result<Vec<u8>> {

@@ -77,12 +77,6 @@ rustc --version
 step cargo fmt --check
 step cargo clippy --all-targets -- -D warnings
 step cargo build --all-targets
-step cargo test --all-targets
-
-# `--all-targets` does not run doc tests. Run them unconditionally: with
-# none it costs a second, and guessing from the source whether a fenced
-# block is a test (not `text`, not `ignore`) is easy to get wrong.
-step cargo test --doc
 
 # The fuzz targets must keep compiling even where nobody runs them. A plain
 # `cargo check` of the fuzz crate needs neither nightly nor cargo-fuzz.
@@ -93,4 +87,17 @@ else
     echo "no fuzz/ crate"
 fi
 
+# Test output is also kept to add up the counts at the end.
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
+# `--all-targets` does not run doc tests. Run them unconditionally: with
+# none it costs a second, and guessing from the source whether a fenced
+# block is a test (not `text`, not `ignore`) is easy to get wrong.
+step cargo test --doc 2>&1 | tee -a "$results"
+step cargo test --all-targets 2>&1 | tee -a "$results"
+
 section "all tests passed"
+# One closing line with the totals of every test binary above.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$results"

@@ -130,26 +130,88 @@ enum Inode {
     },
 }
 
+/// Inode numbers, allocated on first sight and never reused.
+///
+/// The entries of a directory get a contiguous range of numbers the first
+/// time one of them is needed: entry `idx` of the directory is `first +
+/// idx`. So the table holds one record per directory seen, not one per
+/// file: walking 30 snapshots of 100k files in 1,000 folders costs 30,000
+/// records instead of 3 million (a per-file table measured 130 bytes per
+/// file and dominated the mount's memory).
 #[derive(Default)]
 struct Inodes {
-    /// `table[ino - 1]`; only ever grows.
-    table: Vec<Inode>,
+    /// The last number handed out (the root is 1).
+    last: u64,
+    /// Root, snapshot roots and `latest` links, by number.
+    special: HashMap<u64, Inode>,
     snapshot_roots: HashMap<u32, u64>,
     latest_links: HashMap<u32, u64>,
-    /// (parent inode, position in the parent's tree) → inode.
-    children: HashMap<(u64, u32), u64>,
-    /// (snapshot slot, source device, source inode) → inode, for hard links.
+    /// The entry ranges, in allocation order, which is `first` order.
+    ranges: Vec<EntryRange>,
+    /// Directory inode → index of its entries' range.
+    range_of: HashMap<u64, u32>,
+    /// (snapshot slot, source device, source inode) → inode, for hard links:
+    /// every link gets the number of the first one seen.
     hard_links: HashMap<(u32, u64, u64), u64>,
+}
+
+/// The numbers of one directory's entries: `first..first + len`.
+struct EntryRange {
+    first: u64,
+    len: u32,
+    slot: u32,
+    /// The directory's own inode.
+    parent: u64,
+    /// The directory's tree: entry `idx` is `tree.nodes[idx]`.
+    tree: Id,
 }
 
 impl Inodes {
     fn push(&mut self, inode: Inode) -> u64 {
-        self.table.push(inode);
-        self.table.len() as u64
+        self.last += 1;
+        self.special.insert(self.last, inode);
+        self.last
     }
 
-    fn get(&self, ino: u64) -> Option<&Inode> {
-        ino.checked_sub(1).and_then(|i| self.table.get(i as usize))
+    fn get(&self, ino: u64) -> Option<Inode> {
+        if let Some(inode) = self.special.get(&ino) {
+            return Some(inode.clone());
+        }
+        let i = self
+            .ranges
+            .partition_point(|r| r.first <= ino)
+            .checked_sub(1)?;
+        let r = &self.ranges[i];
+        (ino < r.first + r.len as u64).then(|| Inode::Entry {
+            slot: r.slot,
+            parent: r.parent,
+            tree: r.tree,
+            idx: (ino - r.first) as u32,
+        })
+    }
+
+    /// The first number of directory `parent`'s entries, if allocated.
+    fn range_start(&self, parent: u64) -> Option<u64> {
+        self.range_of
+            .get(&parent)
+            .map(|&i| self.ranges[i as usize].first)
+    }
+
+    fn allocate_range(&mut self, parent: u64, slot: u32, tree: Id, len: usize) -> u64 {
+        if let Some(first) = self.range_start(parent) {
+            return first;
+        }
+        let first = self.last + 1;
+        self.last += len.max(1) as u64;
+        self.range_of.insert(parent, self.ranges.len() as u32);
+        self.ranges.push(EntryRange {
+            first,
+            len: len as u32,
+            slot,
+            parent,
+            tree,
+        });
+        first
     }
 }
 
@@ -415,7 +477,6 @@ impl SnapshotFs {
     fn inode(&self, ino: u64) -> Result<Inode> {
         read(&self.inodes)
             .get(ino)
-            .cloned()
             .ok_or_else(|| Error::NotFound(format!("no inode {ino}")))
     }
 
@@ -483,32 +544,36 @@ impl SnapshotFs {
         }
     }
 
-    fn child_ino(&self, parent: u64, slot: u32, tree: &Id, idx: usize, node: &Node) -> u64 {
-        let key = (parent, idx as u32);
-        if let Some(&ino) = read(&self.inodes).children.get(&key) {
-            return ino;
-        }
-        let mut inodes = write(&self.inodes);
-        if let Some(&ino) = inodes.children.get(&key) {
-            return ino;
-        }
+    /// The inode of entry `idx` of directory `parent`, whose tree `tree`
+    /// has `len` entries.
+    fn child_ino(
+        &self,
+        parent: u64,
+        slot: u32,
+        tree: &Id,
+        len: usize,
+        idx: usize,
+        node: &Node,
+    ) -> u64 {
         let link_key =
             (!node.is_dir() && node.links > 1).then_some((slot, node.device, node.inode));
-        if let Some(&ino) = link_key.as_ref().and_then(|k| inodes.hard_links.get(k)) {
-            inodes.children.insert(key, ino);
-            return ino;
+        {
+            let inodes = read(&self.inodes);
+            if let Some(&ino) = link_key.as_ref().and_then(|k| inodes.hard_links.get(k)) {
+                return ino;
+            }
+            if let (Some(first), None) = (inodes.range_start(parent), &link_key) {
+                return first + idx as u64;
+            }
         }
-        let ino = inodes.push(Inode::Entry {
-            slot,
-            parent,
-            tree: *tree,
-            idx: idx as u32,
-        });
-        inodes.children.insert(key, ino);
-        if let Some(k) = link_key {
-            inodes.hard_links.insert(k, ino);
+        let mut inodes = write(&self.inodes);
+        let ino = inodes.allocate_range(parent, slot, *tree, len) + idx as u64;
+        match link_key {
+            // The first link seen names them all (another thread may have
+            // been first meanwhile).
+            Some(k) => *inodes.hard_links.entry(k).or_insert(ino),
+            None => ino,
         }
-        ino
     }
 
     fn node_attr(&self, ino: u64, node: &Node) -> Attr {
@@ -585,7 +650,7 @@ impl SnapshotFs {
             .binary_search_by(|n| n.name.as_slice().cmp(name))
             .map_err(|_| Error::NotFound(format!("{} not found", String::from_utf8_lossy(name))))?;
         let node = &tree.nodes[idx];
-        let ino = self.child_ino(parent, slot, &tree_id, idx, node);
+        let ino = self.child_ino(parent, slot, &tree_id, tree.nodes.len(), idx, node);
         Ok(self.node_attr(ino, node))
     }
 
@@ -670,7 +735,7 @@ impl SnapshotFs {
         }
         let (slot, tree_id, tree) = self.dir_tree(ino)?;
         for (i, node) in tree.nodes.iter().enumerate().skip(skip) {
-            let child = self.child_ino(ino, slot, &tree_id, i, node);
+            let child = self.child_ino(ino, slot, &tree_id, tree.nodes.len(), i, node);
             let attr = self.node_attr(child, node);
             if add(DirEntry {
                 ino: child,
@@ -1132,6 +1197,40 @@ mod tests {
         })
         .unwrap();
         assert_eq!(rest, ["inner", "link"]);
+    }
+
+    #[test]
+    fn inode_table_grows_per_directory_not_per_file() {
+        let (fx, _repo) = fixture();
+        let fs = fx.open();
+        let root = fs.lookup_path("2025-01-02").unwrap();
+        let walk = |fs: &SnapshotFs| {
+            let mut inos = Vec::new();
+            let mut dirs = vec![root.ino];
+            while let Some(dir) = dirs.pop() {
+                fs.readdir(dir, 2, |e| {
+                    if e.kind == NodeKind::Dir {
+                        dirs.push(e.ino);
+                    }
+                    inos.push(e.ino);
+                    false
+                })
+                .unwrap();
+            }
+            inos.sort();
+            inos
+        };
+        let first = walk(&fs);
+        assert_eq!(walk(&fs), first, "numbers are stable");
+        let mut unique = first.clone();
+        unique.dedup();
+        // big, empty, small.txt, sub, inner, link; `hard` is small.txt.
+        assert_eq!(unique.len(), 6, "{first:?}");
+        for ino in &unique {
+            assert_eq!(fs.getattr(*ino).unwrap().ino, *ino);
+        }
+        // One record per directory listed: the snapshot root and `sub`.
+        assert_eq!(read(&fs.inodes).ranges.len(), 2);
     }
 
     #[test]

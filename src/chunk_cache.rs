@@ -24,7 +24,22 @@ struct State {
     lru: LruCache<Id, Chunk>,
     bytes: usize,
     inflight: HashMap<Id, Arc<Inflight>>,
+    /// Bytes of small chunks evicted since memory was last given back.
+    small_evicted: usize,
 }
+
+/// Chunks below this size come from the malloc heap, larger ones from their
+/// own mappings (the mount fixes glibc's mmap threshold at 128 KiB).
+const SMALL_CHUNK: usize = 128 * 1024;
+
+/// Give freed heap memory back after evicting this much in small chunks.
+///
+/// Why: a cache full of small files' chunks (tar over many small files)
+/// grows the heap to the budget; evicting them for big chunks, which are
+/// separate mappings, frees heap memory that glibc keeps, so the process
+/// held the budget twice (measured: 570 MiB with a 256 MiB cache).
+/// `malloc_trim` returns those pages; it walks the heap, so not too often.
+const TRIM_AFTER: usize = 32 << 20;
 
 /// A fetch in progress; waiters block on `ready` until `result` is set.
 #[derive(Default)]
@@ -48,6 +63,7 @@ impl ChunkCache {
                 lru: LruCache::unbounded(),
                 bytes: 0,
                 inflight: HashMap::new(),
+                small_evicted: 0,
             }),
         }
     }
@@ -100,12 +116,20 @@ impl ChunkCache {
             };
         }
         let fetched = fetch().map(Arc::new);
-        {
+        let trim = {
             let mut s = self.state();
             s.inflight.remove(id);
             if let Ok(chunk) = &fetched {
                 self.insert_locked(&mut s, *id, chunk.clone());
             }
+            let trim = s.small_evicted >= TRIM_AFTER;
+            if trim {
+                s.small_evicted = 0;
+            }
+            trim
+        };
+        if trim {
+            release_freed_memory();
         }
         let shared = match &fetched {
             Ok(chunk) => Ok(chunk.clone()),
@@ -126,10 +150,23 @@ impl ChunkCache {
         }
         while s.bytes > self.budget {
             match s.lru.pop_lru() {
-                Some((_, evicted)) => s.bytes -= evicted.len(),
+                Some((_, evicted)) => {
+                    s.bytes -= evicted.len();
+                    if evicted.len() < SMALL_CHUNK {
+                        s.small_evicted += evicted.len();
+                    }
+                }
                 None => break,
             }
         }
+    }
+}
+
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; no pointer is involved.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -6,8 +6,8 @@
 //! Each layer uses only the ones below it:
 //!
 //! ```text
-//! cli ─┬─ backup   restore   check   ls   mount (snapshot_fs → fuse)
-//!      │      \        |        |     |      /
+//! cli ─┬─ backup restore check ls forget prune mount (snapshot_fs → fuse)
+//!      │      \        |       |    |    |      |      /
 //!      │       snapshot (Snapshot records, Tree/Node, FileReader)
 //!      │                |
 //!      │       repository (Packer, Index, packs, config)   chunk_cache
@@ -21,8 +21,9 @@
 //! - [`snapshot`] gives those bytes meaning: a tree is a directory's entries,
 //!   a snapshot names a root tree, a [`snapshot::file_reader::FileReader`]
 //!   gives random access to a file's content.
-//! - The commands ([`backup`], [`restore`], [`check`], [`ls`], [`mount`])
-//!   are one module each, named like the command.
+//! - The commands ([`backup`], [`restore`], [`check`], [`ls`], [`forget`],
+//!   [`prune`], [`mount`]) are one module each, named like the command;
+//!   [`retention`] is `forget`'s policy as a pure function.
 //!
 //! # Backup data flow
 //!
@@ -44,23 +45,28 @@
 //! [`mount::snapshot_fs::SnapshotFs`]: root listing from the snapshot records
 //! (re-listed at most every 2 s, `refresh_index` when new ones appear) →
 //! trees loaded on first look into a folder and kept in a small cache →
-//! inode table (allocated on first sight, never reused) → `open` maps chunk
+//! inode numbers (a range per directory, on first sight, never reused) →
+//! `open` maps chunk
 //! offsets once → `read` binary-searches them → [`chunk_cache::ChunkCache`]
 //! (shared fetch, byte budget) ← background prefetch of the next chunks of a
 //! sequential reader. A damaged chunk fails the reads that need it (`EIO`).
 //!
 //! # What may run together
 //!
-//! | running          | backup | ls/restore/mount | check |
-//! |------------------|--------|------------------|-------|
-//! | backup           | yes    | yes              | yes¹  |
-//! | ls/restore/mount | yes    | yes              | yes   |
+//! | running ↓ / starting → | backup | forget | prune     | ls/restore/mount | check |
+//! |------------------------|--------|--------|-----------|------------------|-------|
+//! | backup                 | yes    | yes    | waits     | yes              | yes¹  |
+//! | forget                 | yes    | yes    | yes       | yes              | yes   |
+//! | prune                  | waits  | yes    | waits     | yes²             | yes¹  |
+//! | ls/restore/mount       | yes    | yes    | yes       | yes              | yes   |
 //!
 //! Writers never modify a file another process may read: packs, index files
 //! and snapshots are immutable and written under a temporary name, then
-//! renamed. ¹ `check` may report a running backup's packs as unreferenced.
-//! Deleting data (prune) is the one operation that must exclude others; its
-//! protocol is in docs/FORMAT.md.
+//! renamed. Backups hold a shared lock and prune an exclusive one
+//! ([`repository::lock`]); readers take none. ¹ `check` may report a running
+//! backup's or prune's packs as unreferenced. ² A reader whose blob was
+//! moved by prune reloads the index and finds it. The protocol is in
+//! docs/FORMAT.md.
 
 pub mod backup;
 pub mod check;

@@ -37,7 +37,7 @@ pub struct CheckReport {
 
 #[derive(Debug, Serialize)]
 pub struct Damage {
-    /// "pack <id>", "data blob <id>", "snapshot <id>", ...
+    /// `pack <id>`, `data blob <id>`, `snapshot <id>`, ...
     pub object: String,
     pub problem: String,
     /// "snapshot-id:path" of everything that needs this object.

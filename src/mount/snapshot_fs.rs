@@ -10,12 +10,12 @@
 //! ```
 //!
 //! Inode numbers are allocated on first sight and never reused, so they are
-//! stable for the life of the mount. An entry inside a snapshot is keyed by
-//! its parent's inode and its position in the parent's tree (trees are
-//! immutable, so the position never changes); the table stores where the
-//! node is (tree id and position), not the node, and trees come from a small
-//! cache. Hard links (one device and inode in the source, more than one link)
-//! share the first inode allocated for them within a snapshot.
+//! stable for the life of the mount. The entries of a directory get a range
+//! of numbers the first time one of them is needed (trees are immutable, so
+//! entry `idx` is always `first + idx`); the table stores one record per
+//! directory (tree id and range), not per file, and trees come from a small
+//! cache. Hard links (one device and inode in the source, more than one
+//! link) share the first number given to them within a snapshot.
 //!
 //! Nothing is read at mount time but the snapshot records: trees load when a
 //! directory is first looked into.
@@ -833,31 +833,11 @@ impl SnapshotFs {
                 })
         };
         let reader = &file.reader;
-        let end = offset.saturating_add(len as u64).min(reader.size());
-        let single = reader
-            .chunk_index_at(offset)
-            .map(|i| reader.chunk(i))
-            .filter(|&(_, _, chunk_end)| end <= chunk_end);
-        let (result, read_end) = match single {
-            Some((id, start, chunk_end)) => {
-                let data = fetch(&id)?;
-                if data.len() as u64 != chunk_end - start {
-                    return Err(Error::corrupt(
-                        format!("data blob {id}"),
-                        "has a different size than the index says",
-                    ));
-                }
-                (
-                    reply(&data[(offset - start) as usize..(end - start) as usize]),
-                    end,
-                )
-            }
-            None => {
-                let data = reader.read_at(offset, len, fetch)?;
-                let read_end = offset + data.len() as u64;
-                (reply(&data), read_end)
-            }
-        };
+        let mut read_end = offset;
+        let result = reader.read_at_with(offset, len, fetch, |data| {
+            read_end = offset + data.len() as u64;
+            reply(data)
+        })?;
         // Sequential enough: the kernel's parallel readahead requests arrive
         // slightly out of order.
         let last = file.last_end.swap(read_end, Ordering::Relaxed);

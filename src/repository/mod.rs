@@ -297,14 +297,22 @@ impl Repository {
     /// gone is looked up again in a reloaded index once: prune may have
     /// repacked it while this process was running.
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
-        match self.load_blob_once(id) {
-            Err(Error::Corrupt { reason, .. }) if reason.starts_with("its pack") => {
+        let loc = self.locate(id)?;
+        match self.load_from(&loc) {
+            Err(Error::NotFound(_)) => {
                 // One thread reloads; the others wait, then see no change.
                 let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
                 if self.index_changed() {
                     self.reload_index()?;
                 }
-                self.load_blob_once(id)
+                let loc = self.locate(id)?;
+                self.load_from(&loc).map_err(|e| match e {
+                    Error::NotFound(_) => Error::corrupt(
+                        format!("{} blob {id}", pack::kind_name(loc.blob.kind)),
+                        format!("its pack {} is missing", loc.pack),
+                    ),
+                    other => other,
+                })
             }
             other => other,
         }
@@ -325,23 +333,14 @@ impl Repository {
         files.len() != loaded.len() || files.iter().any(|(name, _)| !loaded.contains(name))
     }
 
-    fn load_blob_once(&self, id: &Id) -> Result<Vec<u8>> {
-        let loc = self.locate(id)?;
-        let stored = self
-            .backend
-            .read_range(
-                FileType::Pack,
-                &loc.pack.to_hex(),
-                loc.blob.offset as u64,
-                loc.blob.length as u64,
-            )
-            .map_err(|e| match e {
-                Error::NotFound(_) => Error::corrupt(
-                    format!("{} blob {id}", pack::kind_name(loc.blob.kind)),
-                    format!("its pack {} is missing", loc.pack),
-                ),
-                other => other,
-            })?;
+    /// The blob at `loc`; `NotFound` when its pack file is gone.
+    fn load_from(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let stored = self.backend.read_range(
+            FileType::Pack,
+            &loc.pack.to_hex(),
+            loc.blob.offset as u64,
+            loc.blob.length as u64,
+        )?;
         pack::decode_blob(&loc.blob, &stored).map_err(|e| annotate_pack(e, &loc.pack))
     }
 

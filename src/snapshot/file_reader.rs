@@ -63,13 +63,26 @@ impl FileReader {
         &self,
         offset: u64,
         len: usize,
-        mut fetch: impl FnMut(&Id) -> Result<Arc<Vec<u8>>>,
+        fetch: impl FnMut(&Id) -> Result<Arc<Vec<u8>>>,
     ) -> Result<Vec<u8>> {
+        self.read_at_with(offset, len, fetch, <[u8]>::to_vec)
+    }
+
+    /// `read_at`, handing the bytes to `reply` instead of returning a copy:
+    /// a read within one chunk (most reads: the kernel asks for at most
+    /// 1 MiB, chunks average 1 MiB) borrows straight from the chunk.
+    pub fn read_at_with<R>(
+        &self,
+        offset: u64,
+        len: usize,
+        mut fetch: impl FnMut(&Id) -> Result<Arc<Vec<u8>>>,
+        reply: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         let end = (offset.saturating_add(len as u64)).min(self.size());
-        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
         let Some(mut i) = self.chunk_index_at(offset) else {
-            return Ok(out);
+            return Ok(reply(&[]));
         };
+        let mut out = Vec::new();
         let mut pos = offset;
         while pos < end {
             let (id, start, chunk_end) = self.chunk(i);
@@ -80,13 +93,15 @@ impl FileReader {
                     "has a different size than the index says",
                 ));
             }
-            let from = (pos - start) as usize;
-            let to = (end.min(chunk_end) - start) as usize;
-            out.extend_from_slice(&data[from..to]);
-            pos = start + to as u64;
+            let range = (pos - start) as usize..(end.min(chunk_end) - start) as usize;
+            if pos == offset && end <= chunk_end {
+                return Ok(reply(&data[range]));
+            }
+            pos = start + range.end as u64;
+            out.extend_from_slice(&data[range]);
             i += 1;
         }
-        Ok(out)
+        Ok(reply(&out))
     }
 }
 

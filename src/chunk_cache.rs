@@ -5,6 +5,13 @@
 //! Concurrent misses for one chunk share one fetch: the first reader fetches,
 //! the others wait on its result instead of reading and decompressing the
 //! same chunk again (eight `cat`s of one file would otherwise do 8x the work).
+//!
+//! The budget covers chunks being fetched as well as cached ones: a miss
+//! makes room before it fetches, and hands the buffer of a chunk it evicted
+//! to the fetch to fill. A large file streaming through a full cache then
+//! reuses the same memory instead of mapping and faulting in a fresh
+//! megabyte per chunk (that cost the mount more system time than reading
+//! and decompressing the data).
 
 use lru::LruCache;
 use std::collections::HashMap;
@@ -22,14 +29,18 @@ pub struct ChunkCache {
 
 struct State {
     lru: LruCache<Id, Chunk>,
+    /// Capacity of the cached chunks' buffers (what they hold in memory).
     bytes: usize,
+    /// Promised lengths of the chunks being fetched.
+    fetching: usize,
     inflight: HashMap<Id, Arc<Inflight>>,
     /// Bytes of small chunks evicted since memory was last given back.
     small_evicted: usize,
 }
 
 /// Chunks below this size come from the malloc heap, larger ones from their
-/// own mappings (the mount fixes glibc's mmap threshold at 128 KiB).
+/// own mappings (the mount fixes glibc's mmap threshold at 128 KiB). Only
+/// the latter are worth handing on for reuse.
 const SMALL_CHUNK: usize = 128 * 1024;
 
 /// Give freed heap memory back after evicting this much in small chunks.
@@ -62,6 +73,7 @@ impl ChunkCache {
             state: Mutex::new(State {
                 lru: LruCache::unbounded(),
                 bytes: 0,
+                fetching: 0,
                 inflight: HashMap::new(),
                 small_evicted: 0,
             }),
@@ -85,42 +97,54 @@ impl ChunkCache {
         self.state().lru.get(id).cloned()
     }
 
-    /// The chunk `id`, from the cache or from `fetch`, which runs at most once
-    /// at a time per id. Errors are not cached: the next read retries.
-    pub fn get(&self, id: &Id, fetch: impl FnOnce() -> Result<Vec<u8>>) -> Result<Chunk> {
-        let (inflight, leader) = {
+    /// The chunk `id` of `len` bytes, from the cache or from `fetch`, which
+    /// runs at most once at a time per id and fills the (empty) buffer it is
+    /// given. Errors are not cached: the next read retries.
+    pub fn get(
+        &self,
+        id: &Id,
+        len: usize,
+        fetch: impl FnOnce(Vec<u8>) -> Result<Vec<u8>>,
+    ) -> Result<Chunk> {
+        // Chunks leave the cache's books here, and memory once the lock is
+        // released: unmapping a megabyte under it would stall every reader.
+        let mut evicted = Vec::new();
+        // Too big to cache: fetched, handed over, not kept.
+        let reserve = if len > self.budget { 0 } else { len };
+        let (inflight, buffer) = {
             let mut s = self.state();
             if let Some(chunk) = s.lru.get(id) {
                 return Ok(chunk.clone());
             }
-            match s.inflight.get(id) {
-                Some(f) => (f.clone(), false),
-                None => {
-                    let f = Arc::new(Inflight::default());
-                    s.inflight.insert(*id, f.clone());
-                    (f, true)
-                }
+            if let Some(f) = s.inflight.get(id) {
+                let f = f.clone();
+                drop(s);
+                return wait_for(&f, id);
             }
+            let f = Arc::new(Inflight::default());
+            s.inflight.insert(*id, f.clone());
+            s.fetching += reserve;
+            let buffer = self.make_room(&mut s, len, &mut evicted);
+            (f, buffer)
         };
-        if !leader {
-            let mut result = inflight.result.lock().unwrap_or_else(|e| e.into_inner());
-            while result.is_none() {
-                result = inflight
-                    .ready
-                    .wait(result)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-            return match result.as_ref().expect("set before notify") {
-                Ok(chunk) => Ok(chunk.clone()),
-                Err(message) => Err(Error::corrupt(format!("data blob {id}"), message.clone())),
-            };
+        drop(evicted);
+        // A recycled buffer is resized to the chunk here, outside the lock;
+        // a larger one gives back its tail, a smaller one grows (glibc moves
+        // mapped pages with mremap: neither copies nor faults them in again).
+        let mut buffer = buffer;
+        if buffer.capacity() > len {
+            buffer.shrink_to(len);
+        } else {
+            buffer.reserve_exact(len);
         }
-        let fetched = fetch().map(Arc::new);
+        let fetched = fetch(buffer).map(Arc::new);
+        let mut evicted = Vec::new();
         let trim = {
             let mut s = self.state();
             s.inflight.remove(id);
+            s.fetching -= reserve;
             if let Ok(chunk) = &fetched {
-                self.insert_locked(&mut s, *id, chunk.clone());
+                self.insert_locked(&mut s, *id, chunk.clone(), &mut evicted);
             }
             let trim = s.small_evicted >= TRIM_AFTER;
             if trim {
@@ -128,6 +152,7 @@ impl ChunkCache {
             }
             trim
         };
+        drop(evicted);
         if trim {
             release_freed_memory();
         }
@@ -140,25 +165,73 @@ impl ChunkCache {
         fetched
     }
 
-    fn insert_locked(&self, s: &mut State, id: Id, chunk: Chunk) {
-        if chunk.len() > self.budget {
+    /// Evict until the chunks being fetched fit beside the cached ones, and
+    /// return the buffer of an evicted chunk that no reader holds any more,
+    /// emptied, for the fetch to fill.
+    fn make_room(&self, s: &mut State, len: usize, evicted: &mut Vec<Chunk>) -> Vec<u8> {
+        let mut reusable = None;
+        while s.bytes + s.fetching > self.budget {
+            let Some(chunk) = self.evict_one(s) else {
+                break;
+            };
+            if reusable.is_some() || !worth_reusing(chunk.capacity(), len) {
+                evicted.push(chunk);
+                continue;
+            }
+            match Arc::try_unwrap(chunk) {
+                Ok(buffer) => reusable = Some(buffer),
+                Err(shared) => evicted.push(shared),
+            }
+        }
+        let mut buffer = reusable.unwrap_or_default();
+        buffer.clear();
+        buffer
+    }
+
+    fn insert_locked(&self, s: &mut State, id: Id, chunk: Chunk, evicted: &mut Vec<Chunk>) {
+        if chunk.capacity() > self.budget {
             return; // would evict everything and still not fit
         }
-        s.bytes += chunk.len();
+        s.bytes += chunk.capacity();
         if let Some(old) = s.lru.put(id, chunk) {
-            s.bytes -= old.len();
+            s.bytes -= old.capacity();
+            evicted.push(old);
         }
-        while s.bytes > self.budget {
-            match s.lru.pop_lru() {
-                Some((_, evicted)) => {
-                    s.bytes -= evicted.len();
-                    if evicted.len() < SMALL_CHUNK {
-                        s.small_evicted += evicted.len();
-                    }
-                }
+        while s.bytes + s.fetching > self.budget {
+            match self.evict_one(s) {
+                Some(chunk) => evicted.push(chunk),
                 None => break,
             }
         }
+    }
+
+    fn evict_one(&self, s: &mut State) -> Option<Chunk> {
+        let (_, chunk) = s.lru.pop_lru()?;
+        s.bytes -= chunk.capacity();
+        if chunk.capacity() < SMALL_CHUNK {
+            s.small_evicted += chunk.capacity();
+        }
+        Some(chunk)
+    }
+}
+
+/// Mapped buffers are worth reusing for chunks that need a mapping too,
+/// whatever their sizes: resizing one keeps its pages.
+fn worth_reusing(capacity: usize, len: usize) -> bool {
+    len >= SMALL_CHUNK && capacity >= SMALL_CHUNK
+}
+
+fn wait_for(inflight: &Inflight, id: &Id) -> Result<Chunk> {
+    let mut result = inflight.result.lock().unwrap_or_else(|e| e.into_inner());
+    while result.is_none() {
+        result = inflight
+            .ready
+            .wait(result)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+    match result.as_ref().expect("set before notify") {
+        Ok(chunk) => Ok(chunk.clone()),
+        Err(message) => Err(Error::corrupt(format!("data blob {id}"), message.clone())),
     }
 }
 
@@ -179,7 +252,7 @@ mod tests {
     fn evicts_by_bytes_not_entries() {
         let cache = ChunkCache::new(100);
         for n in 0..10u8 {
-            cache.get(&Id::hash(&[n]), || Ok(vec![n; 30])).unwrap();
+            cache.get(&Id::hash(&[n]), 30, |_| Ok(vec![n; 30])).unwrap();
         }
         let stats = cache.stats();
         assert!(stats.bytes <= 100, "{stats:?}");
@@ -194,7 +267,7 @@ mod tests {
         let cache = ChunkCache::new(10);
         assert_eq!(
             cache
-                .get(&Id::hash(b"x"), || Ok(vec![1; 50]))
+                .get(&Id::hash(b"x"), 50, |_| Ok(vec![1; 50]))
                 .unwrap()
                 .len(),
             50
@@ -212,7 +285,7 @@ mod tests {
                 let fetches = fetches.clone();
                 std::thread::spawn(move || {
                     cache
-                        .get(&Id::hash(b"shared"), || {
+                        .get(&Id::hash(b"shared"), 1000, |_| {
                             fetches.fetch_add(1, Ordering::SeqCst);
                             std::thread::sleep(std::time::Duration::from_millis(50));
                             Ok(vec![7; 1000])
@@ -233,8 +306,97 @@ mod tests {
         let cache = ChunkCache::new(1000);
         let id = Id::hash(b"bad");
         assert!(cache
-            .get(&id, || Err(Error::corrupt("data blob", "flipped")))
+            .get(&id, 1, |_| Err(Error::corrupt("data blob", "flipped")))
             .is_err());
-        assert!(cache.get(&id, || Ok(vec![1])).is_ok());
+        assert!(cache.get(&id, 1, |_| Ok(vec![1])).is_ok());
+    }
+
+    const MIB: usize = 1 << 20;
+
+    /// Fetch chunk `n` of `len` bytes; returns the capacity of the buffer
+    /// the cache handed to the fetch.
+    fn fetch(cache: &ChunkCache, n: u32, len: usize) -> (Chunk, usize) {
+        let mut given = 0;
+        let chunk = cache
+            .get(&Id::hash(&n.to_le_bytes()), len, |mut buffer| {
+                assert!(buffer.is_empty());
+                given = buffer.capacity();
+                buffer.resize(len, n as u8);
+                Ok(buffer)
+            })
+            .unwrap();
+        (chunk, given)
+    }
+
+    #[test]
+    fn a_full_cache_hands_evicted_buffers_to_the_next_fetch() {
+        let cache = ChunkCache::new(3 * MIB);
+        let mut addresses = Vec::new();
+        for n in 0..3 {
+            addresses.push(fetch(&cache, n, MIB).0.as_ptr() as usize);
+        }
+        // Full: the least recent chunk makes room, and its buffer is reused.
+        let (chunk, _) = fetch(&cache, 3, MIB);
+        assert_eq!(chunk.as_ptr() as usize, addresses[0]);
+        assert!(cache.peek(&Id::hash(&0u32.to_le_bytes())).is_none());
+        assert_eq!(cache.stats().entries, 3);
+        assert!(cache.stats().bytes <= 3 * MIB);
+    }
+
+    #[test]
+    fn buffers_still_being_read_are_not_reused() {
+        let cache = ChunkCache::new(2 * MIB);
+        let (held, _) = fetch(&cache, 0, MIB);
+        fetch(&cache, 1, MIB);
+        let (chunk, _) = fetch(&cache, 2, MIB);
+        assert_ne!(chunk.as_ptr(), held.as_ptr(), "chunk 0 is still read");
+        assert!(
+            held.iter().all(|&b| b == 0),
+            "the reader's bytes are intact"
+        );
+    }
+
+    #[test]
+    fn recycled_buffers_fit_the_new_chunk() {
+        let cache = ChunkCache::new(4 * MIB);
+        fetch(&cache, 0, 4 * MIB);
+        assert_eq!(fetch(&cache, 1, MIB).1, MIB, "the tail is given back");
+        fetch(&cache, 2, 3 * MIB);
+        let (chunk, given) = fetch(&cache, 3, 2 * MIB);
+        assert_eq!(given, 2 * MIB, "grown from 1 MiB");
+        assert_eq!(chunk.capacity(), 2 * MIB);
+        assert!(cache.stats().bytes <= 4 * MIB);
+        // Small chunks live on the heap: their buffers are not recycled.
+        let cache = ChunkCache::new(MIB);
+        fetch(&cache, 0, 1000);
+        assert_eq!(fetch(&cache, 1, MIB).1, MIB, "a new buffer, reserved");
+    }
+
+    #[test]
+    fn chunks_being_fetched_count_against_the_budget() {
+        let cache = Arc::new(ChunkCache::new(2 * MIB));
+        fetch(&cache, 0, MIB);
+        fetch(&cache, 1, MIB);
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let slow = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                cache
+                    .get(&Id::hash(b"slow"), MIB, |mut buffer| {
+                        released.recv().unwrap();
+                        buffer.resize(MIB, 9);
+                        Ok(buffer)
+                    })
+                    .unwrap();
+            })
+        };
+        // While the slow fetch runs, one cached chunk has made room for it.
+        while cache.stats().entries != 1 {
+            std::thread::yield_now();
+        }
+        assert_eq!(cache.stats().bytes, MIB);
+        release.send(()).unwrap();
+        slow.join().unwrap();
+        assert!(cache.stats().bytes <= 2 * MIB);
     }
 }

@@ -69,6 +69,7 @@
 //! docs/FORMAT.md.
 
 pub mod backup;
+pub mod buffer_pool;
 pub mod check;
 pub mod chunk_cache;
 pub mod chunker;

@@ -29,6 +29,7 @@ use chrono::{Local, TimeZone, Utc};
 use crossbeam_channel::{Sender, TrySendError};
 use lru::LruCache;
 
+use crate::buffer_pool::BufferPool;
 use crate::chunk_cache::ChunkCache;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -40,8 +41,21 @@ use crate::snapshot::{self, Node, NodeKind, Snapshot, Timestamp, Tree};
 pub const ROOT_INO: u64 = 1;
 pub const LATEST_NAME: &str = "latest";
 
+/// The extended attribute the mount does not present, though backups keep
+/// it and `restore` puts it back: the SELinux label.
+///
+/// Why: on an SELinux host the kernel labels a FUSE mount's files itself
+/// and never asks the mount; elsewhere the label means nothing to whoever
+/// browses a backup. But `ls -l` asks for it on every file, a kernel round
+/// trip each, and stops asking once a file system says "not supported":
+/// `ls -lR` over the mount took 2 round trips a file instead of 1.
+pub const NOT_PRESENTED_XATTR: &[u8] = b"security.selinux";
+
 /// How many chunks past a sequential read to fetch in the background.
 const PREFETCH_AHEAD: usize = 4;
+/// The largest read the kernel sends (FUSE's max_pages, 256 pages); larger
+/// gathering buffers are not kept.
+const MAX_READ: usize = 1 << 20;
 /// Memory for decoded trees. Measured by estimate, not by encoded size: a
 /// decoded node (struct, name, owner strings, chunk ids) takes four to five
 /// times its ~100 encoded bytes. 100k entries are about 45 MiB decoded.
@@ -274,7 +288,10 @@ pub struct SnapshotFs {
     next_fh: AtomicU64,
     /// Objects already warned about: one log line per damaged chunk or tree.
     warned: Mutex<HashSet<Id>>,
-    prefetch: Option<Sender<Id>>,
+    prefetch: Option<Sender<(Id, usize)>>,
+    /// Where reads across two chunks are gathered (about half of the
+    /// kernel's megabyte reads of a large file).
+    span_buffers: BufferPool,
     /// Owner and times of the folders that exist only in the mount.
     owner: (u32, u32),
     mounted_at: Timestamp,
@@ -305,6 +322,7 @@ impl SnapshotFs {
             next_fh: AtomicU64::new(1),
             warned: Mutex::new(HashSet::new()),
             prefetch,
+            span_buffers: BufferPool::new(4, MAX_READ),
             owner: unsafe { (libc::geteuid(), libc::getegid()) },
             mounted_at: Timestamp {
                 secs: now.timestamp(),
@@ -823,9 +841,9 @@ impl SnapshotFs {
             .get(&fh)
             .cloned()
             .ok_or_else(|| Error::Invalid(format!("no open file {fh}")))?;
-        let fetch = |id: &Id| {
+        let fetch = |id: &Id, len: usize| {
             self.chunks
-                .get(id, || self.repo.load_blob(id))
+                .get(id, len, |buffer| self.repo.load_blob_into(id, buffer))
                 .inspect_err(|e| {
                     self.warn_once(id, || {
                         format!("{}: chunk {id}: {e}", self.path_of(file.ino))
@@ -834,7 +852,7 @@ impl SnapshotFs {
         };
         let reader = &file.reader;
         let mut read_end = offset;
-        let result = reader.read_at_with(offset, len, fetch, |data| {
+        let result = reader.read_at_with(offset, len, fetch, &self.span_buffers, |data| {
             read_end = offset + data.len() as u64;
             reply(data)
         })?;
@@ -853,11 +871,11 @@ impl SnapshotFs {
             return;
         };
         for i in first..(first + PREFETCH_AHEAD).min(reader.chunk_count()) {
-            let (id, _, _) = reader.chunk(i);
+            let (id, start, end) = reader.chunk(i);
             if self.chunks.peek(&id).is_some() {
                 continue;
             }
-            match tx.try_send(id) {
+            match tx.try_send((id, (end - start) as usize)) {
                 Ok(()) | Err(TrySendError::Full(_)) => {}
                 Err(TrySendError::Disconnected(_)) => return,
             }
@@ -865,7 +883,14 @@ impl SnapshotFs {
     }
 
     /// The value of extended attribute `name`, `None` if there is none.
+    /// SELinux labels are not presented (see [`NOT_PRESENTED_XATTR`]): asking
+    /// for one is `Unsupported`.
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        if name == NOT_PRESENTED_XATTR {
+            return Err(Error::Unsupported(
+                "the mount does not present SELinux labels".into(),
+            ));
+        }
         let Inode::Entry { tree, idx, .. } = self.inode(ino)? else {
             return Ok(None);
         };
@@ -885,9 +910,11 @@ impl SnapshotFs {
         };
         let (t, i) = self.entry_node(&tree, idx)?;
         let mut out = Vec::new();
-        for x in &t.nodes[i].xattrs {
-            out.extend_from_slice(&x.name);
-            out.push(0);
+        for x in t.nodes[i].xattrs.iter() {
+            if x.name != NOT_PRESENTED_XATTR {
+                out.extend_from_slice(&x.name);
+                out.push(0);
+            }
         }
         Ok(out)
     }
@@ -944,18 +971,18 @@ fn spawn_prefetchers(
     repo: &Arc<Repository>,
     chunks: &Arc<ChunkCache>,
     threads: usize,
-) -> Sender<Id> {
+) -> Sender<(Id, usize)> {
     // Bounded: when readers outrun the prefetchers, dropping a prefetch is
     // better than queueing work whose reader has moved on.
-    let (tx, rx) = crossbeam_channel::bounded::<Id>(16);
+    let (tx, rx) = crossbeam_channel::bounded::<(Id, usize)>(16);
     for n in 0..threads {
         let (repo, chunks, rx) = (repo.clone(), chunks.clone(), rx.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("prefetch-{n}"))
             .spawn(move || {
-                for id in rx {
+                for (id, len) in rx {
                     // Errors are the reader's to report, when it gets there.
-                    let _ = chunks.get(&id, || repo.load_blob(&id));
+                    let _ = chunks.get(&id, len, |buffer| repo.load_blob_into(&id, buffer));
                 }
             });
         if let Err(e) = spawned {
@@ -1221,6 +1248,8 @@ mod tests {
             eprintln!("skipping: the temp folder does not support user xattrs");
             return;
         }
+        // Root on a host without SELinux may store a label; kept, not shown.
+        let labelled = xattr::set(&path, "security.selinux", b"user_u:object_r:x_t:s0").is_ok();
         backup_at(&repo, &fx.src(), at(2025, 1, 3, 10, 0, 0));
         let fs = fx.open();
         let attr = fs.lookup_path("2025-01-03/small.txt").unwrap();
@@ -1231,6 +1260,24 @@ mod tests {
         assert_eq!(fs.getxattr(attr.ino, b"user.none").unwrap(), None);
         assert_eq!(fs.listxattr(attr.ino).unwrap(), b"user.snapfs\0");
         assert_eq!(fs.listxattr(ROOT_INO).unwrap(), b"");
+        // ls -l stops asking for labels once told they are not supported.
+        assert!(matches!(
+            fs.getxattr(attr.ino, NOT_PRESENTED_XATTR),
+            Err(Error::Unsupported(_))
+        ));
+        if labelled {
+            let Ok(Inode::Entry { tree, idx, .. }) = fs.inode(attr.ino) else {
+                panic!("small.txt is an entry");
+            };
+            let (t, i) = fs.entry_node(&tree, idx).unwrap();
+            assert!(
+                t.nodes[i]
+                    .xattrs
+                    .iter()
+                    .any(|x| x.name == NOT_PRESENTED_XATTR),
+                "the backup keeps the label for restore"
+            );
+        }
     }
 
     #[test]

@@ -47,7 +47,21 @@ pub trait Backend: Send + Sync {
     fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()>;
     fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>>;
     /// Exactly `length` bytes at `offset`; a short file is an error.
-    fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
+    fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_range_into(kind, name, offset, length, &mut out)?;
+        Ok(out)
+    }
+    /// `read_range` into `out` (replacing its contents), reusing its
+    /// allocation: the read path of a mount calls this per chunk.
+    fn read_range_into(
+        &self,
+        kind: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<()>;
     fn size(&self, kind: FileType, name: &str) -> Result<u64>;
     /// Names and sizes of the complete files of one kind, in no given order.
     fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>>;
@@ -221,11 +235,21 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
-    fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+    fn read_range_into(
+        &self,
+        kind: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let (file, path) = self.open(kind, name)?;
-        let mut out = vec![0; length as usize];
-        match file.read_exact_at(&mut out, offset) {
-            Ok(()) => Ok(out),
+        out.clear();
+        // Exactly: Vec's doubling would map memory the blob never uses.
+        out.reserve_exact(length as usize);
+        out.resize(length as usize, 0);
+        match file.read_exact_at(out, offset) {
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(Error::corrupt(
                 format!("{} {name}", kind.describe()),
                 format!("truncated: {length} bytes at offset {offset} are past its end"),

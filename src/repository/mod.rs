@@ -20,13 +20,17 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::buffer_pool::BufferPool;
 use crate::chunker::ChunkerParams;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use backend::{Backend, FileType, LocalBackend};
 use config::Config;
 use index::{BlobLocation, Index, IndexFile};
-use pack::{PackBlob, FOOTER_LEN};
+use pack::{Compression, PackBlob, FOOTER_LEN};
+
+/// Compressed-read buffers kept: about as many as reads decompress at once.
+const READ_BUFFERS: usize = 4;
 
 pub use packer::Packer;
 
@@ -51,6 +55,8 @@ pub struct Repository {
     loaded_index_files: Mutex<HashSet<String>>,
     /// Held while a reader reloads the index after a prune moved blobs.
     reloading: Mutex<()>,
+    /// Compressed blobs on their way to being decompressed.
+    read_buffers: BufferPool,
 }
 
 impl Repository {
@@ -138,6 +144,7 @@ impl Repository {
             rescanned: Mutex::new(false),
             loaded_index_files: Mutex::new(HashSet::new()),
             reloading: Mutex::new(()),
+            read_buffers: BufferPool::new(READ_BUFFERS, 4 << 20),
         };
         Ok(repo)
     }
@@ -297,8 +304,15 @@ impl Repository {
     /// gone is looked up again in a reloaded index once: prune may have
     /// repacked it while this process was running.
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        self.load_blob_into(id, Vec::new())
+    }
+
+    /// `load_blob` into a recycled buffer: a mount hands back the buffers of
+    /// evicted chunks, so reading a large file does not map and fault in
+    /// fresh memory for every chunk.
+    pub fn load_blob_into(&self, id: &Id, mut out: Vec<u8>) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
-        match self.load_from(&loc) {
+        match self.load_from(&loc, &mut out) {
             Err(Error::NotFound(_)) => {
                 // One thread reloads; the others wait, then see no change.
                 let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
@@ -306,16 +320,17 @@ impl Repository {
                     self.reload_index()?;
                 }
                 let loc = self.locate(id)?;
-                self.load_from(&loc).map_err(|e| match e {
+                self.load_from(&loc, &mut out).map_err(|e| match e {
                     Error::NotFound(_) => Error::corrupt(
                         format!("{} blob {id}", pack::kind_name(loc.blob.kind)),
                         format!("its pack {} is missing", loc.pack),
                     ),
                     other => other,
-                })
+                })?;
             }
-            other => other,
+            other => other?,
         }
+        Ok(out)
     }
 
     /// Whether the index files differ from the ones loaded: then a prune
@@ -333,15 +348,29 @@ impl Repository {
         files.len() != loaded.len() || files.iter().any(|(name, _)| !loaded.contains(name))
     }
 
-    /// The blob at `loc`; `NotFound` when its pack file is gone.
-    fn load_from(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
-        let stored = self.backend.read_range(
-            FileType::Pack,
-            &loc.pack.to_hex(),
-            loc.blob.offset as u64,
-            loc.blob.length as u64,
-        )?;
-        pack::decode_blob(&loc.blob, &stored).map_err(|e| annotate_pack(e, &loc.pack))
+    /// The blob at `loc` into `out`; `NotFound` when its pack file is gone.
+    fn load_from(&self, loc: &BlobLocation, out: &mut Vec<u8>) -> Result<()> {
+        let pack_name = loc.pack.to_hex();
+        let (offset, length) = (loc.blob.offset as u64, loc.blob.length as u64);
+        let annotate = |e| annotate_pack(e, &loc.pack);
+        match loc.blob.compression {
+            Compression::None => {
+                self.backend
+                    .read_range_into(FileType::Pack, &pack_name, offset, length, out)?;
+            }
+            Compression::Zstd => {
+                let mut stored = self.read_buffers.take(length as usize);
+                let decoded = self
+                    .backend
+                    .read_range_into(FileType::Pack, &pack_name, offset, length, &mut stored)
+                    .and_then(|()| {
+                        pack::decompress_into(&loc.blob, &stored, out).map_err(annotate)
+                    });
+                self.read_buffers.give(stored);
+                decoded?;
+            }
+        }
+        pack::verify_blob(&loc.blob, out).map_err(annotate)
     }
 
     /// Read a pack's header (from its footer) without reading its data.

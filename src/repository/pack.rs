@@ -12,6 +12,8 @@
 //! I/O: `PackBuilder` assembles a pack in memory and `repository::packer`
 //! writes it.
 
+use std::cell::RefCell;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -211,19 +213,61 @@ pub fn parse_pack(object: &str, bytes: &[u8]) -> Result<Vec<PackBlob>> {
 
 /// Turn stored bytes back into the blob and verify its hash.
 pub fn decode_blob(blob: &PackBlob, stored: &[u8]) -> Result<Vec<u8>> {
-    let object = || format!("{} blob {}", kind_name(blob.kind), blob.id);
-    let raw = match blob.compression {
-        Compression::None => stored.to_vec(),
-        Compression::Zstd => zstd::bulk::decompress(stored, blob.raw_length as usize)
-            .map_err(|e| Error::corrupt(object(), format!("does not decompress: {e}")))?,
+    let mut raw = Vec::new();
+    match blob.compression {
+        Compression::None => raw.extend_from_slice(stored),
+        Compression::Zstd => decompress_into(blob, stored, &mut raw)?,
+    }
+    verify_blob(blob, &raw)?;
+    Ok(raw)
+}
+
+/// Decompress a zstd blob into `out` (replacing its contents), reusing
+/// `out`'s allocation and this thread's decompression context.
+///
+/// Why: a fresh context and a fresh output buffer per megabyte chunk are
+/// fresh mappings, and faulting their pages in cost the mount more system
+/// time than reading and decompressing the data.
+pub fn decompress_into(blob: &PackBlob, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    thread_local! {
+        static CONTEXT: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { RefCell::new(None) };
+    }
+    let fail = |e: std::io::Error| {
+        Error::corrupt(
+            format!("{} blob {}", kind_name(blob.kind), blob.id),
+            format!("does not decompress: {e}"),
+        )
     };
+    out.clear();
+    // The promised length: a blob that inflates further is damage, not a
+    // reason to allocate more.
+    out.reserve_exact(blob.raw_length as usize);
+    CONTEXT.with(|context| {
+        let mut context = context.borrow_mut();
+        let decompressor = match context.as_mut() {
+            Some(d) => d,
+            None => context.insert(zstd::bulk::Decompressor::new().map_err(fail)?),
+        };
+        // The destination's capacity bounds the output; a blob inflating
+        // past raw_length within it fails verify_blob's length check.
+        decompressor
+            .decompress_to_buffer(stored, out)
+            .map(|_| ())
+            .map_err(fail)
+    })
+}
+
+/// Check a decoded blob's length and hash.
+pub fn verify_blob(blob: &PackBlob, raw: &[u8]) -> Result<()> {
+    let object = || format!("{} blob {}", kind_name(blob.kind), blob.id);
     if raw.len() != blob.raw_length as usize {
         return Err(Error::corrupt(object(), "has the wrong length"));
     }
-    if Id::hash(&raw) != blob.id {
+    if Id::hash(raw) != blob.id {
         return Err(Error::corrupt(object(), "content does not match its hash"));
     }
-    Ok(raw)
+    Ok(())
 }
 
 /// Compress a blob when that makes it smaller.

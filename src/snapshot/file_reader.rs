@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::buffer_pool::BufferPool;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::Repository;
@@ -58,24 +59,27 @@ impl FileReader {
     }
 
     /// Up to `len` bytes at `offset`; fewer at the end of the file, none past
-    /// it. `fetch` returns a chunk's verified content (from a cache, say).
+    /// it. `fetch` returns a chunk's verified content (from a cache, say),
+    /// given its id and the length the index promises.
     pub fn read_at(
         &self,
         offset: u64,
         len: usize,
-        fetch: impl FnMut(&Id) -> Result<Arc<Vec<u8>>>,
+        fetch: impl FnMut(&Id, usize) -> Result<Arc<Vec<u8>>>,
     ) -> Result<Vec<u8>> {
-        self.read_at_with(offset, len, fetch, <[u8]>::to_vec)
+        self.read_at_with(offset, len, fetch, &BufferPool::new(0, 0), <[u8]>::to_vec)
     }
 
     /// `read_at`, handing the bytes to `reply` instead of returning a copy:
-    /// a read within one chunk (most reads: the kernel asks for at most
-    /// 1 MiB, chunks average 1 MiB) borrows straight from the chunk.
+    /// a read within one chunk borrows straight from the chunk; a read
+    /// across chunks is gathered in a buffer from `buffers`, and the buffer
+    /// given back once `reply` has seen it.
     pub fn read_at_with<R>(
         &self,
         offset: u64,
         len: usize,
-        mut fetch: impl FnMut(&Id) -> Result<Arc<Vec<u8>>>,
+        mut fetch: impl FnMut(&Id, usize) -> Result<Arc<Vec<u8>>>,
+        buffers: &BufferPool,
         reply: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
         let end = (offset.saturating_add(len as u64)).min(self.size());
@@ -86,7 +90,7 @@ impl FileReader {
         let mut pos = offset;
         while pos < end {
             let (id, start, chunk_end) = self.chunk(i);
-            let data = fetch(&id)?;
+            let data = fetch(&id, (chunk_end - start) as usize)?;
             if data.len() as u64 != chunk_end - start {
                 return Err(Error::corrupt(
                     format!("data blob {id}"),
@@ -98,10 +102,16 @@ impl FileReader {
                 return Ok(reply(&data[range]));
             }
             pos = start + range.end as u64;
+            if out.capacity() == 0 {
+                out = buffers.take(len);
+                out.reserve_exact((end - offset) as usize);
+            }
             out.extend_from_slice(&data[range]);
             i += 1;
         }
-        Ok(reply(&out))
+        let replied = reply(&out);
+        buffers.give(out);
+        Ok(replied)
     }
 }
 
@@ -126,8 +136,8 @@ mod tests {
         (FileReader { chunks, ends }, data)
     }
 
-    fn fetcher(data: &[Vec<u8>]) -> impl FnMut(&Id) -> Result<Arc<Vec<u8>>> + '_ {
-        move |id| {
+    fn fetcher(data: &[Vec<u8>]) -> impl FnMut(&Id, usize) -> Result<Arc<Vec<u8>>> + '_ {
+        move |id, _| {
             Ok(Arc::new(
                 data.iter().find(|d| Id::hash(d) == *id).unwrap().clone(),
             ))
@@ -161,7 +171,7 @@ mod tests {
     fn a_failed_fetch_is_the_read_error() {
         let (r, _) = reader(&[10]);
         let err = r
-            .read_at(0, 5, |id| {
+            .read_at(0, 5, |id, _| {
                 Err(Error::corrupt(format!("data blob {id}"), "flipped"))
             })
             .unwrap_err();

@@ -110,6 +110,15 @@ impl Filesystem for FuseAdapter {
         Ok(())
     }
 
+    fn destroy(&mut self) {
+        let chunks = self.fs.chunk_cache_stats();
+        tracing::debug!(
+            "unmounted; chunk cache held {} bytes in {} chunks",
+            chunks.bytes,
+            chunks.entries
+        );
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name.as_bytes()) {
             // The entry lives as long as its parent's listing may be cached.

@@ -59,7 +59,11 @@ const MAX_READ: usize = 1 << 20;
 /// Memory for decoded trees. Measured by estimate, not by encoded size: a
 /// decoded node (struct, name, owner strings, chunk ids) takes four to five
 /// times its ~100 encoded bytes. 100k entries are about 45 MiB decoded.
-const TREE_CACHE_BYTES: usize = 32 << 20;
+/// The newest tree stays even when larger, so one huge folder is not
+/// decoded again per lookup; `find` and `tar` need only the folders they
+/// are in, and every byte here counts against the mount's 64 MiB beside
+/// the chunk cache.
+const TREE_CACHE_BYTES: usize = 16 << 20;
 const DECODED_NODE_BYTES: usize = 448;
 
 #[derive(Clone, Debug)]
@@ -332,6 +336,10 @@ impl SnapshotFs {
         fs.relist(true)?;
         *lock(&fs.listed_at) = Some(Instant::now());
         Ok(fs)
+    }
+
+    pub fn chunk_cache_stats(&self) -> crate::chunk_cache::CacheStats {
+        self.chunks.stats()
     }
 
     pub fn repository(&self) -> &Repository {

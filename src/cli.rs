@@ -219,7 +219,7 @@ pub fn main() -> ExitCode {
             });
         }
     };
-    init_logging();
+    crate::logging::init();
     let result = run(cli);
     log_peak_memory();
     match result {
@@ -237,19 +237,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPFS_LOG")
-        // fuser warns of requests it answers by default and of unmounts
-        // already done by fusermount3: nothing a user can act on.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
-        .try_init();
 }
 
 /// Peak resident memory, for operators sizing machines (SNAPFS_LOG=debug)

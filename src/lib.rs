@@ -48,8 +48,13 @@
 //! inode numbers (a range per directory, on first sight, never reused) →
 //! `open` maps chunk
 //! offsets once → `read` binary-searches them → [`chunk_cache::ChunkCache`]
-//! (shared fetch, byte budget) ← background prefetch of the next chunks of a
-//! sequential reader. A damaged chunk fails the reads that need it (`EIO`).
+//! (shared fetch, byte budget, small chunks capped at an eighth) ←
+//! background prefetch of the next chunks of a sequential reader. A miss
+//! evicts first and decodes into the evicted chunk's buffer; compressed
+//! bytes and reads across two chunks use [`buffer_pool::BufferPool`]s, so
+//! streaming a large file maps no new memory. A damaged chunk fails the
+//! reads that need it (`EIO`), logged once ([`logging`]: syslog under
+//! `mount --daemon`).
 //!
 //! # What may run together
 //!
@@ -78,6 +83,7 @@ pub mod display;
 pub mod error;
 pub mod forget;
 pub mod id;
+pub mod logging;
 pub mod ls;
 pub mod metadata;
 pub mod mount;

@@ -119,7 +119,8 @@ impl Mounted {
 
 /// Fork, mount in the child, and return in the parent once the mount is
 /// ready (or failed, with the child's error). The child serves until
-/// unmounted, with its standard streams on /dev/null.
+/// unmounted, with its standard streams on /dev/null and its warnings in
+/// syslog.
 pub fn daemon(repo_path: &Path, opts: &MountOptions) -> Result<()> {
     // The child changes to / so it does not hold the caller's folder busy.
     let repo_path = repo_path
@@ -145,6 +146,7 @@ pub fn daemon(repo_path: &Path, opts: &MountOptions) -> Result<()> {
                     let _ = status.write_all(b"ok");
                     drop(status);
                     detach_stdio();
+                    crate::logging::switch_to_syslog();
                     match mounted.serve() {
                         Ok(()) => 0,
                         Err(_) => 1,

@@ -52,7 +52,7 @@ pub const LATEST_NAME: &str = "latest";
 pub const NOT_PRESENTED_XATTR: &[u8] = b"security.selinux";
 
 /// How many chunks past a sequential read to fetch in the background.
-const PREFETCH_AHEAD: usize = 4;
+const PREFETCH_AHEAD: usize = 8;
 /// The largest read the kernel sends (FUSE's max_pages, 256 pages); larger
 /// gathering buffers are not kept.
 const MAX_READ: usize = 1 << 20;
@@ -88,7 +88,7 @@ impl Default for Options {
             utc: false,
             cache_bytes: 256 << 20,
             relist_every: Duration::from_secs(2),
-            prefetch_threads: 2,
+            prefetch_threads: 3,
         }
     }
 }

@@ -1,0 +1,117 @@
+//! How long `backup` spends finding its parent snapshot in a repository
+//! shared by many accounts: it reads and verifies every snapshot file.
+//!
+//! `cargo bench --bench snapshot_list` (ACCOUNTS=1000 DAYS=30 by default).
+//! Prints medians of 5 runs, warm, and cold too when run as root (the page
+//! cache is dropped first). The baseline in the same run reads the same
+//! files' bytes without decoding or verifying them.
+
+use snapfs::chunker::ChunkerParams;
+use snapfs::id::Id;
+use snapfs::repository::backend::FileType;
+use snapfs::repository::Repository;
+use snapfs::snapshot::{self, Snapshot, Summary, Timestamp};
+use std::path::Path;
+use std::time::Instant;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Drop the page cache; false when not allowed (not root).
+fn drop_caches() -> bool {
+    if unsafe { libc::geteuid() } != 0 {
+        return false;
+    }
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+fn timed(cold: bool, f: impl Fn()) -> f64 {
+    let runs: Vec<f64> = (0..5)
+        .map(|_| {
+            if cold {
+                drop_caches();
+            }
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(runs)
+}
+
+fn read_raw(root: &Path) {
+    for file in std::fs::read_dir(root.join("snapshots")).unwrap() {
+        let bytes = std::fs::read(file.unwrap().path()).unwrap();
+        std::hint::black_box(bytes);
+    }
+}
+
+fn main() {
+    // `cargo test --all-targets` runs bench binaries too, without `--bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("snapshot_list: run with `cargo bench --bench snapshot_list`");
+        return;
+    }
+    let (accounts, days) = (env("ACCOUNTS", 1000), env("DAYS", 30));
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let repo = Repository::init(&root, ChunkerParams::default(), None).unwrap();
+    for account in 0..accounts {
+        for day in 0..days {
+            let snapshot = Snapshot {
+                time: Timestamp {
+                    secs: 1_767_225_600 + day as i64 * 86_400 + account as i64,
+                    nanos: 0,
+                },
+                utc_offset: 3600,
+                hostname: "web1.example.net".into(),
+                account: format!("account{account:04}"),
+                paths: vec![format!("/home/account{account:04}").into_bytes()],
+                tags: Vec::new(),
+                tree: Id::hash(&[account.to_le_bytes(), day.to_le_bytes()].concat()),
+                parent: None,
+                summary: Summary::default(),
+            };
+            snapshot::save(&repo, &snapshot).unwrap();
+        }
+    }
+    let total = accounts * days;
+    let find_parent = || {
+        let found = snapshot::list_warn(&repo)
+            .unwrap()
+            .into_iter()
+            .rev()
+            .find(|e| e.snapshot.account == "account0500");
+        assert!(found.is_some() || accounts <= 500);
+    };
+    let raw = || read_raw(&root);
+    assert_eq!(
+        repo.list_files(FileType::Snapshot).unwrap().len() as u64,
+        total
+    );
+    println!("snapshot_list: {accounts} accounts x {days} days = {total} snapshot files");
+    let (base, list) = (timed(false, raw), timed(false, find_parent));
+    println!(
+        "  warm: read the files {base:.3} s; find a parent {list:.3} s ({:.1}x)",
+        list / base
+    );
+    if drop_caches() {
+        let (base, list) = (timed(true, raw), timed(true, find_parent));
+        println!(
+            "  cold: read the files {base:.3} s; find a parent {list:.3} s ({:.1}x)",
+            list / base
+        );
+    } else {
+        println!("  cold: needs root (drop_caches)");
+    }
+}

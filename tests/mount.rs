@@ -11,7 +11,8 @@
 //! - a backup made while mounted appears, `latest` follows
 //! - 8 parallel readers of one multi-chunk file
 //! - a flipped byte in a pack: EIO for that file only
-//! - SFTP: list and `get -r`; `--allow-other` enforces owners and modes
+//! - SFTP: list and `get -r`; `--allow-other` enforces owners and modes,
+//!   and an ACL that refuses a user what the mode allows
 //! - a backup skips a snapfs mount inside the home it backs up
 //! - files stay readable while prune repacks; forgotten days vanish
 
@@ -742,17 +743,48 @@ fn allow_other_enforces_the_snapshot_owners_and_modes() {
     let (repo, src) = (tmp.path().join("repo"), tmp.path().join("src"));
     init_repo(&repo);
     std::fs::create_dir_all(&src).unwrap();
-    for (name, uid) in [("mine", a), ("theirs", b)] {
+    for (name, uid, mode) in [
+        ("mine", a, 0o600),
+        ("theirs", b, 0o600),
+        ("public", b, 0o644),
+        ("public_but_not_for_a", b, 0o644),
+    ] {
         let path = src.join(name);
         std::fs::write(&path, format!("secret of {name}")).unwrap();
         std::os::unix::fs::chown(&path, Some(uid), Some(uid)).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
             .unwrap();
     }
+    // setfacl -m u:snapfs-t2a:--- public_but_not_for_a
+    let refuse_a = acl_xattr(&[
+        (ACL_USER_OBJ, 6, u32::MAX),
+        (ACL_USER, 0, a),
+        (ACL_GROUP_OBJ, 4, u32::MAX),
+        (ACL_MASK, 4, u32::MAX),
+        (ACL_OTHER, 4, u32::MAX),
+    ]);
+    xattr::set(
+        src.join("public_but_not_for_a"),
+        "system.posix_acl_access",
+        &refuse_a,
+    )
+    .expect("the temp folder takes POSIX ACLs");
     backup(&repo, &src, "2025-08-01T10:00:00Z");
     let m = Mounted::new(&repo, &tmp.path().join("mnt"), &["--allow-other"]);
     let got = tmp.path().join("got");
     std::fs::create_dir_all(&got).unwrap();
+    let shown_mode = |name: &str| {
+        std::fs::metadata(m.path(&format!("latest/{name}")))
+            .unwrap()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(shown_mode("public"), 0o644);
+    assert_eq!(
+        shown_mode("public_but_not_for_a"),
+        0o600,
+        "narrowed by its ACL"
+    );
 
     let mine = sshd.sftp(
         "snapfs-t2a",
@@ -782,6 +814,42 @@ fn allow_other_enforces_the_snapshot_owners_and_modes() {
     let stderr = String::from_utf8_lossy(&theirs.stderr);
     assert!(stderr.contains("Permission denied"), "{stderr}");
     assert!(!got.join("theirs").exists());
+
+    let public = sshd.sftp(
+        "snapfs-t2a",
+        &format!(
+            "get {} {}\nget {} {}\n",
+            m.path("latest/public").display(),
+            got.display(),
+            m.path("latest/public_but_not_for_a").display(),
+            got.display()
+        ),
+    );
+    assert!(!public.status.success(), "the ACL refuses the second file");
+    let stderr = String::from_utf8_lossy(&public.stderr);
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    assert_eq!(
+        std::fs::read(got.join("public")).unwrap(),
+        b"secret of public"
+    );
+    assert!(!got.join("public_but_not_for_a").exists());
+}
+
+// POSIX ACL tags and the xattr form of an ACL (`posix_acl_xattr_entry`).
+const ACL_USER_OBJ: u16 = 0x01;
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP_OBJ: u16 = 0x04;
+const ACL_MASK: u16 = 0x10;
+const ACL_OTHER: u16 = 0x20;
+
+fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut out = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    out
 }
 
 #[test]

@@ -98,13 +98,14 @@ impl Filesystem for FuseAdapter {
         }
         // READDIRPLUS_AUTO: listings carry attributes when the kernel sees
         // `ls -l`-style use, saving a lookup per entry; plain otherwise.
-        // POSIX_ACL: the kernel caches the ACL xattrs `ls -l` asks for.
+        // Not POSIX_ACL: the kernel would ask for every inode's ACL, and
+        // permission checks use the modes, narrowed for files with an ACL
+        // (see super::acl).
         // CACHE_SYMLINKS: targets are cached per inode (see Inode::Latest).
         let _ = config.add_capabilities(
             InitFlags::FUSE_PARALLEL_DIROPS
                 | InitFlags::FUSE_DO_READDIRPLUS
                 | InitFlags::FUSE_READDIRPLUS_AUTO
-                | InitFlags::FUSE_POSIX_ACL
                 | InitFlags::FUSE_CACHE_SYMLINKS,
         );
         Ok(())

@@ -10,6 +10,7 @@
 //! folder, which an rsync or a cleanup script would read as "everything was
 //! deleted" (Borg's `vfs.py` makes the same point).
 
+pub mod acl;
 pub mod fuse;
 pub mod snapshot_fs;
 

@@ -33,6 +33,7 @@ use crate::buffer_pool::BufferPool;
 use crate::chunk_cache::ChunkCache;
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::mount::acl;
 use crate::repository::backend::FileType;
 use crate::repository::Repository;
 use crate::snapshot::file_reader::FileReader;
@@ -608,10 +609,14 @@ impl SnapshotFs {
             NodeKind::Symlink => node.link_target.len() as u64,
             _ => 0,
         };
+        let perm = match node.xattrs.iter().find(|x| x.name == acl::ACCESS_ACL_XATTR) {
+            Some(x) => acl::narrowed_perm(node.mode & 0o7777, &x.value),
+            None => node.mode & 0o7777,
+        };
         Attr {
             ino,
             kind: node.kind,
-            perm: node.mode & 0o7777,
+            perm,
             nlink: node.links.max(1),
             uid: node.uid,
             gid: node.gid,
@@ -891,13 +896,14 @@ impl SnapshotFs {
     }
 
     /// The value of extended attribute `name`, `None` if there is none.
-    /// SELinux labels are not presented (see [`NOT_PRESENTED_XATTR`]): asking
-    /// for one is `Unsupported`.
+    /// SELinux labels and POSIX ACLs are not presented (see
+    /// [`NOT_PRESENTED_XATTR`] and [`acl`]): asking for one is `Unsupported`.
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Option<Vec<u8>>> {
-        if name == NOT_PRESENTED_XATTR {
-            return Err(Error::Unsupported(
-                "the mount does not present SELinux labels".into(),
-            ));
+        if !is_presented(name) {
+            return Err(Error::Unsupported(format!(
+                "the mount does not present {}",
+                String::from_utf8_lossy(name)
+            )));
         }
         let Inode::Entry { tree, idx, .. } = self.inode(ino)? else {
             return Ok(None);
@@ -919,7 +925,7 @@ impl SnapshotFs {
         let (t, i) = self.entry_node(&tree, idx)?;
         let mut out = Vec::new();
         for x in t.nodes[i].xattrs.iter() {
-            if x.name != NOT_PRESENTED_XATTR {
+            if is_presented(&x.name) {
                 out.extend_from_slice(&x.name);
                 out.push(0);
             }
@@ -998,6 +1004,11 @@ fn spawn_prefetchers(
         }
     }
     tx
+}
+
+/// Whether the mount shows the xattr `name` (getxattr, listxattr).
+fn is_presented(name: &[u8]) -> bool {
+    name != NOT_PRESENTED_XATTR && !acl::is_acl_xattr(name)
 }
 
 fn not_a_dir(name: &[u8]) -> Error {
@@ -1286,6 +1297,62 @@ mod tests {
                 "the backup keeps the label for restore"
             );
         }
+    }
+
+    /// A file whose ACL refuses one user what its mode gives everyone:
+    /// the mount narrows the mode (the kernel checks modes only) and does
+    /// not present the ACL, which the backup keeps for restore.
+    #[test]
+    fn acls_narrow_the_modes_and_are_not_presented() {
+        use crate::mount::acl::tests::acl_xattr;
+        let (fx, repo) = fixture();
+        let path = fx.src().join("small.txt");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        // user::rw- user:12345:--- group::r-- mask::r-- other::r--
+        let refuse_one = acl_xattr(&[
+            (0x01, 6, u32::MAX),
+            (0x02, 0, 12345),
+            (0x04, 4, u32::MAX),
+            (0x10, 4, u32::MAX),
+            (0x20, 4, u32::MAX),
+        ]);
+        if let Err(e) = xattr::set(&path, "system.posix_acl_access", &refuse_one) {
+            eprintln!("skipping: the temp folder does not take POSIX ACLs: {e}");
+            return;
+        }
+        backup_at(&repo, &fx.src(), at(2025, 1, 3, 10, 0, 0));
+        let fs = fx.open();
+
+        let attr = fs.lookup_path("2025-01-03/small.txt").unwrap();
+        assert_eq!(
+            attr.perm, 0o600,
+            "nobody but the owner may rely on the mode"
+        );
+        assert!(matches!(
+            fs.getxattr(attr.ino, b"system.posix_acl_access"),
+            Err(Error::Unsupported(_))
+        ));
+        assert!(!fs
+            .listxattr(attr.ino)
+            .unwrap()
+            .starts_with(b"system.posix_acl"));
+        let Ok(Inode::Entry { tree, idx, .. }) = fs.inode(attr.ino) else {
+            panic!("small.txt is an entry");
+        };
+        let (t, i) = fs.entry_node(&tree, idx).unwrap();
+        assert_eq!(t.nodes[i].mode & 0o7777, 0o644, "the backup keeps the mode");
+        assert!(
+            t.nodes[i].xattrs.iter().any(|x| x.value == refuse_one),
+            "and the ACL, for restore"
+        );
+        // Files without an ACL show their modes as they were.
+        let other = fs.lookup_path("2025-01-03/sub/inner").unwrap();
+        let meta = std::fs::metadata(fx.src().join("sub/inner")).unwrap();
+        assert_eq!(
+            other.perm,
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777
+        );
     }
 
     #[test]

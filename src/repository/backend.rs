@@ -9,12 +9,18 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use super::direct_read::{self, DirectRead};
 use crate::error::{Error, IoContext, Result};
+
+/// Ranges at least this long are read past the page cache: a chunk of a
+/// large file (chunks average 1 MiB), not the small chunks of small files.
+const DIRECT_READ_MIN: u64 = 128 * 1024;
 
 /// The kinds of repository files, each in its own folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,6 +68,21 @@ pub trait Backend: Send + Sync {
         length: u64,
         out: &mut Vec<u8>,
     ) -> Result<()>;
+    /// `length` bytes at `offset` somewhere in `buf` (whose contents are
+    /// replaced); returns where. A backend may read more around them: the
+    /// local one reads large ranges as whole disk blocks, past the page
+    /// cache (see `direct_read`).
+    fn read_range_within(
+        &self,
+        kind: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<Range<usize>> {
+        self.read_range_into(kind, name, offset, length, buf)?;
+        Ok(0..buf.len())
+    }
     fn size(&self, kind: FileType, name: &str) -> Result<u64>;
     /// Names and sizes of the complete files of one kind, in no given order.
     fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>>;
@@ -81,13 +102,18 @@ pub trait Backend: Send + Sync {
 /// that no folder grows past a few hundred entries per terabyte.
 pub struct LocalBackend {
     root: PathBuf,
+    /// Set when the file system refused a direct read: buffered from then on.
+    no_direct_reads: AtomicBool,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
-        LocalBackend { root: root.into() }
+        LocalBackend {
+            root: root.into(),
+            no_direct_reads: AtomicBool::new(false),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -118,12 +144,7 @@ impl LocalBackend {
         let path = self.path(kind, name);
         match File::open(&path) {
             Ok(f) => Ok((f, path)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound(format!(
-                "{} {name} is missing ({})",
-                kind.describe(),
-                path.display()
-            ))),
-            Err(e) => Err(Error::io(&path, e)),
+            Err(e) => Err(open_error(kind, name, &path, e)),
         }
     }
 
@@ -155,6 +176,25 @@ impl LocalBackend {
         }
         Ok(())
     }
+}
+
+fn open_error(kind: FileType, name: &str, path: &Path, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        Error::NotFound(format!(
+            "{} {name} is missing ({})",
+            kind.describe(),
+            path.display()
+        ))
+    } else {
+        Error::io(path, e)
+    }
+}
+
+fn truncated(kind: FileType, name: &str, offset: u64, length: u64) -> Error {
+    Error::corrupt(
+        format!("{} {name}", kind.describe()),
+        format!("truncated: {length} bytes at offset {offset} are past its end"),
+    )
 }
 
 /// Write `data` to `path` atomically and durably: a temporary file in the same
@@ -250,12 +290,35 @@ impl Backend for LocalBackend {
         out.resize(length as usize, 0);
         match file.read_exact_at(out, offset) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(Error::corrupt(
-                format!("{} {name}", kind.describe()),
-                format!("truncated: {length} bytes at offset {offset} are past its end"),
-            )),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(truncated(kind, name, offset, length))
+            }
             Err(e) => Err(Error::io(&path, e)),
         }
+    }
+
+    fn read_range_within(
+        &self,
+        kind: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<Range<usize>> {
+        if length >= DIRECT_READ_MIN && !self.no_direct_reads.load(Ordering::Relaxed) {
+            let path = self.path(kind, name);
+            match direct_read::read(&path, offset, length, buf) {
+                Ok(DirectRead::Read(range)) => return Ok(range),
+                Ok(DirectRead::Short) => return Err(truncated(kind, name, offset, length)),
+                Ok(DirectRead::Unsupported) => {
+                    tracing::debug!("{}: no direct reads, buffered", path.display());
+                    self.no_direct_reads.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(open_error(kind, name, &path, e)),
+            }
+        }
+        self.read_range_into(kind, name, offset, length, buf)?;
+        Ok(0..buf.len())
     }
 
     fn size(&self, kind: FileType, name: &str) -> Result<u64> {

@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod config;
+mod direct_read;
 pub mod encoding;
 mod golden;
 pub mod index;
@@ -353,23 +354,26 @@ impl Repository {
         let pack_name = loc.pack.to_hex();
         let (offset, length) = (loc.blob.offset as u64, loc.blob.length as u64);
         let annotate = |e| annotate_pack(e, &loc.pack);
-        match loc.blob.compression {
-            Compression::None => {
-                self.backend
-                    .read_range_into(FileType::Pack, &pack_name, offset, length, out)?;
-            }
-            Compression::Zstd => {
-                let mut stored = self.read_buffers.take(length as usize);
-                let decoded = self
-                    .backend
-                    .read_range_into(FileType::Pack, &pack_name, offset, length, &mut stored)
-                    .and_then(|()| {
-                        pack::decompress_into(&loc.blob, &stored, out).map_err(annotate)
-                    });
-                self.read_buffers.give(stored);
-                decoded?;
-            }
-        }
+        let mut stored = self.read_buffers.take(length as usize);
+        let decoded = self
+            .backend
+            .read_range_within(FileType::Pack, &pack_name, offset, length, &mut stored)
+            .and_then(|range| {
+                let stored = &stored[range];
+                match loc.blob.compression {
+                    Compression::None => {
+                        out.clear();
+                        out.reserve_exact(stored.len());
+                        out.extend_from_slice(stored);
+                        Ok(())
+                    }
+                    Compression::Zstd => {
+                        pack::decompress_into(&loc.blob, stored, out).map_err(annotate)
+                    }
+                }
+            });
+        self.read_buffers.give(stored);
+        decoded?;
         pack::verify_blob(&loc.blob, out).map_err(annotate)
     }
 

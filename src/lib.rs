@@ -93,6 +93,7 @@ pub mod repository;
 pub mod restore;
 pub mod retention;
 pub mod snapshot;
+pub mod weighted_lru;
 
 pub use error::{Error, Result};
 pub use id::Id;

@@ -22,11 +22,16 @@ use crate::snapshot::{NodeKind, Timestamp};
 
 pub struct FuseAdapter {
     fs: SnapshotFs,
+    /// The kernel opens files without asking when OPEN fails with ENOSYS.
+    zero_message_open: bool,
 }
 
 impl FuseAdapter {
     pub fn new(fs: SnapshotFs) -> FuseAdapter {
-        FuseAdapter { fs }
+        FuseAdapter {
+            fs,
+            zero_message_open: false,
+        }
     }
 }
 
@@ -102,6 +107,9 @@ impl Filesystem for FuseAdapter {
         // permission checks use the modes, narrowed for files with an ACL
         // (see super::acl).
         // CACHE_SYMLINKS: targets are cached per inode (see Inode::Latest).
+        self.zero_message_open = config
+            .capabilities()
+            .contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
         let _ = config.add_capabilities(
             InitFlags::FUSE_PARALLEL_DIROPS
                 | InitFlags::FUSE_DO_READDIRPLUS
@@ -147,12 +155,20 @@ impl Filesystem for FuseAdapter {
         }
     }
 
+    /// Declined (ENOSYS) where the kernel supports it: it then opens files
+    /// without asking and sends no RELEASE either, two round trips fewer
+    /// per file for `tar`, `cp -r`, `rsync` and `sftp get -r`, and keeps
+    /// the page cache (FOPEN_KEEP_CACHE is what it assumes). Reads carry
+    /// the inode number, which is all `SnapshotFs::read_at` needs.
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
+        if self.zero_message_open {
+            return reply.error(Errno::ENOSYS);
+        }
         match self.fs.open(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -160,8 +176,8 @@ impl Filesystem for FuseAdapter {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
@@ -170,7 +186,7 @@ impl Filesystem for FuseAdapter {
     ) {
         // The reply is used once: with the data, or with the error.
         let mut reply = Some(reply);
-        let result = self.fs.read_at_with(fh.0, offset, size as usize, |data| {
+        let result = self.fs.read_at_with(ino.0, offset, size as usize, |data| {
             if let Some(r) = reply.take() {
                 r.data(data);
             }
@@ -192,20 +208,6 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         reply.error(Errno::ENOSYS);
-    }
-
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.fs.release(fh.0);
-        reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{Local, TimeZone, Utc};
 use crossbeam_channel::{Sender, TrySendError};
-use lru::LruCache;
 
 use crate::buffer_pool::BufferPool;
 use crate::chunk_cache::ChunkCache;
@@ -38,6 +37,7 @@ use crate::repository::backend::FileType;
 use crate::repository::Repository;
 use crate::snapshot::file_reader::FileReader;
 use crate::snapshot::{self, Node, NodeKind, Snapshot, Timestamp, Tree};
+use crate::weighted_lru::WeightedLru;
 
 pub const ROOT_INO: u64 = 1;
 pub const LATEST_NAME: &str = "latest";
@@ -66,6 +66,11 @@ const MAX_READ: usize = 1 << 20;
 /// the chunk cache.
 const TREE_CACHE_BYTES: usize = 16 << 20;
 const DECODED_NODE_BYTES: usize = 448;
+/// Memory for the chunk tables of files being read (40 bytes per chunk: a
+/// 1 GiB file's is 40 KiB). Files are read by inode number, not by handle
+/// (see `read_at`), so tables stay until evicted, not until closed.
+const READERS_BYTES: usize = 4 << 20;
+const READER_CHUNK_BYTES: usize = std::mem::size_of::<Id>() + std::mem::size_of::<u64>();
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -267,16 +272,11 @@ impl Snapshots {
     }
 }
 
+/// A file being read: its chunk table, computed once.
 struct OpenFile {
-    ino: u64,
     reader: FileReader,
     /// Where the last read ended, to recognise sequential reading.
     last_end: AtomicU64,
-}
-
-struct TreeCache {
-    lru: LruCache<Id, (Arc<Tree>, usize)>,
-    bytes: usize,
 }
 
 pub struct SnapshotFs {
@@ -288,9 +288,9 @@ pub struct SnapshotFs {
     /// from listing at once.
     listed_at: Mutex<Option<Instant>>,
     inodes: RwLock<Inodes>,
-    trees: Mutex<TreeCache>,
-    files: RwLock<HashMap<u64, Arc<OpenFile>>>,
-    next_fh: AtomicU64,
+    trees: Mutex<WeightedLru<Id, Arc<Tree>>>,
+    /// Files being read, by inode number.
+    readers: Mutex<WeightedLru<u64, Arc<OpenFile>>>,
     /// Objects already warned about: one log line per damaged chunk or tree.
     warned: Mutex<HashSet<Id>>,
     prefetch: Option<Sender<(Id, usize)>>,
@@ -319,12 +319,8 @@ impl SnapshotFs {
             snapshots: RwLock::new(Snapshots::default()),
             listed_at: Mutex::new(None),
             inodes: RwLock::new(inodes),
-            trees: Mutex::new(TreeCache {
-                lru: LruCache::unbounded(),
-                bytes: 0,
-            }),
-            files: RwLock::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            trees: Mutex::new(WeightedLru::new(TREE_CACHE_BYTES)),
+            readers: Mutex::new(WeightedLru::new(READERS_BYTES)),
             warned: Mutex::new(HashSet::new()),
             prefetch,
             span_buffers: BufferPool::new(4, MAX_READ),
@@ -508,8 +504,8 @@ impl SnapshotFs {
     }
 
     fn tree(&self, id: &Id) -> Result<Arc<Tree>> {
-        if let Some((tree, _)) = lock(&self.trees).lru.get(id) {
-            return Ok(tree.clone());
+        if let Some(tree) = lock(&self.trees).get(id) {
+            return Ok(tree);
         }
         let bytes = self
             .repo
@@ -518,17 +514,8 @@ impl SnapshotFs {
         let tree = Arc::new(
             Tree::decode(id, &bytes).inspect_err(|e| self.warn_once(id, || e.to_string()))?,
         );
-        let mut cache = lock(&self.trees);
         let size = bytes.len() + tree.nodes.len() * DECODED_NODE_BYTES;
-        cache.bytes += size;
-        if let Some((_, old)) = cache.lru.put(*id, (tree.clone(), size)) {
-            cache.bytes -= old;
-        }
-        while cache.bytes > TREE_CACHE_BYTES && cache.lru.len() > 1 {
-            if let Some((_, (_, size))) = cache.lru.pop_lru() {
-                cache.bytes -= size;
-            }
-        }
+        lock(&self.trees).put(*id, tree.clone(), size);
         Ok(tree)
     }
 
@@ -802,9 +789,22 @@ impl SnapshotFs {
         }
     }
 
-    /// Open a file for reading; returns a handle for `read_at`. The chunk
-    /// offsets are computed here, once.
-    pub fn open(&self, ino: u64) -> Result<u64> {
+    /// Check that `ino` is a file that can be read, and compute its chunk
+    /// table now (kernels without zero-message opens call this per open).
+    pub fn open(&self, ino: u64) -> Result<()> {
+        self.open_file(ino).map(drop)
+    }
+
+    /// The chunk table of file `ino`, computed on its first read.
+    ///
+    /// Why by inode and not by open handle: the mount declines the kernel's
+    /// OPEN requests, so the kernel stops sending OPEN and RELEASE (two of
+    /// the four round trips per small file for `tar`, `cp -r`, `rsync` and
+    /// `sftp get -r`), and reads carry only the inode number.
+    fn open_file(&self, ino: u64) -> Result<Arc<OpenFile>> {
+        if let Some(file) = lock(&self.readers).get(&ino) {
+            return Ok(file);
+        }
         let Inode::Entry { tree, idx, .. } = self.inode(ino)? else {
             return Err(Error::Invalid(format!("inode {ino} is not a file")));
         };
@@ -819,25 +819,20 @@ impl SnapshotFs {
         let reader = FileReader::open(&self.repo, node).inspect_err(|e| {
             tracing::warn!("{}: {e}", self.path_of(ino));
         })?;
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let weight = reader.chunk_count() * READER_CHUNK_BYTES;
         let file = Arc::new(OpenFile {
-            ino,
             reader,
             last_end: AtomicU64::new(0),
         });
-        write(&self.files).insert(fh, file);
-        Ok(fh)
+        lock(&self.readers).put(ino, file.clone(), weight);
+        Ok(file)
     }
 
-    pub fn release(&self, fh: u64) {
-        write(&self.files).remove(&fh);
-    }
-
-    /// Up to `len` bytes at `offset` of open file `fh`; fewer at the end.
+    /// Up to `len` bytes at `offset` of file `ino`; fewer at the end.
     /// A chunk that cannot be read fails this read only (`Error::Corrupt`
     /// for damage), logged once per chunk.
-    pub fn read_at(&self, fh: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
-        self.read_at_with(fh, offset, len, |data| data.to_vec())
+    pub fn read_at(&self, ino: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.read_at_with(ino, offset, len, |data| data.to_vec())
     }
 
     /// `read_at`, handing the bytes to `reply` without copying them when
@@ -845,22 +840,17 @@ impl SnapshotFs {
     /// chunks average 1 MiB).
     pub fn read_at_with<R>(
         &self,
-        fh: u64,
+        ino: u64,
         offset: u64,
         len: usize,
         reply: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
-        let file = read(&self.files)
-            .get(&fh)
-            .cloned()
-            .ok_or_else(|| Error::Invalid(format!("no open file {fh}")))?;
+        let file = self.open_file(ino)?;
         let fetch = |id: &Id, len: usize| {
             self.chunks
                 .get(id, len, |buffer| self.repo.load_blob_into(id, buffer))
                 .inspect_err(|e| {
-                    self.warn_once(id, || {
-                        format!("{}: chunk {id}: {e}", self.path_of(file.ino))
-                    })
+                    self.warn_once(id, || format!("{}: chunk {id}: {e}", self.path_of(ino)))
                 })
         };
         let reader = &file.reader;
@@ -1105,10 +1095,8 @@ mod tests {
 
     fn read_all(fs: &SnapshotFs, path: &str) -> Result<Vec<u8>> {
         let attr = fs.lookup_path(path)?;
-        let fh = fs.open(attr.ino)?;
-        let data = fs.read_at(fh, 0, attr.size as usize + 10);
-        fs.release(fh);
-        data
+        fs.open(attr.ino)?;
+        fs.read_at(attr.ino, 0, attr.size as usize + 10)
     }
 
     fn names(fs: &SnapshotFs, ino: u64) -> Vec<String> {
@@ -1128,23 +1116,25 @@ mod tests {
         let attr = fs.lookup_path("2025-01-02/big").unwrap();
         assert_eq!(attr.size, 60_000);
         assert_eq!(attr.blocks, 60_000u64.div_ceil(512));
-        let fh = fs.open(attr.ino).unwrap();
-        let chunks = read(&fs.files)[&fh].reader.chunk_count();
+        let ino = attr.ino;
+        let chunks = fs.open_file(ino).unwrap().reader.chunk_count();
         assert!(
             chunks >= 4,
             "small params cut 60 kB into several chunks, got {chunks}"
         );
-        assert_eq!(fs.read_at(fh, 0, 100_000).unwrap(), fx.big);
+        assert_eq!(fs.read_at(ino, 0, 100_000).unwrap(), fx.big);
         // Spans every chunk boundary in the middle of the file.
         assert_eq!(
-            fs.read_at(fh, 10_000, 40_000).unwrap(),
+            fs.read_at(ino, 10_000, 40_000).unwrap(),
             &fx.big[10_000..50_000]
         );
-        assert_eq!(fs.read_at(fh, 59_990, 100).unwrap(), &fx.big[59_990..]);
-        assert!(fs.read_at(fh, 60_000, 100).unwrap().is_empty());
-        assert!(fs.read_at(fh, u64::MAX - 10, 100).unwrap().is_empty());
-        fs.release(fh);
-        assert!(fs.read_at(fh, 0, 10).is_err(), "a released handle is gone");
+        assert_eq!(fs.read_at(ino, 59_990, 100).unwrap(), &fx.big[59_990..]);
+        assert!(fs.read_at(ino, 60_000, 100).unwrap().is_empty());
+        assert!(fs.read_at(ino, u64::MAX - 10, 100).unwrap().is_empty());
+        let root = fs.lookup_path("2025-01-02").unwrap().ino;
+        for not_a_file in [ROOT_INO, root, u64::MAX] {
+            assert!(fs.read_at(not_a_file, 0, 10).is_err());
+        }
 
         let empty = fs.lookup_path("2025-01-02/empty").unwrap();
         assert_eq!((empty.size, empty.blocks), (0, 0));
@@ -1462,18 +1452,17 @@ mod tests {
 
         let fs = fx.open();
         let attr = fs.lookup_path("2025-01-02/big").unwrap();
-        let fh = fs.open(attr.ino).unwrap();
-        let err = fs.read_at(fh, 0, 60_000).unwrap_err();
+        let err = fs.read_at(attr.ino, 0, 60_000).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
         // The chunk before the damaged one still reads; so do other files,
         // and the same read fails the same way again (errors are not cached).
-        let (_, _, first_end) = read(&fs.files)[&fh].reader.chunk(0);
+        let (_, _, first_end) = fs.open_file(attr.ino).unwrap().reader.chunk(0);
         assert_eq!(
-            fs.read_at(fh, 0, first_end as usize).unwrap(),
+            fs.read_at(attr.ino, 0, first_end as usize).unwrap(),
             &fx.big[..first_end as usize]
         );
         assert!(matches!(
-            fs.read_at(fh, 0, 60_000),
+            fs.read_at(attr.ino, 0, 60_000),
             Err(Error::Corrupt { .. })
         ));
         assert_eq!(read_all(&fs, "2025-01-02/small.txt").unwrap(), b"small");

@@ -36,8 +36,9 @@
 //! # Read data flow
 //!
 //! snapshot file → root tree → trees along the path → file node's chunk ids →
-//! index lookup (pack, offset, length) → ranged read of the pack → zstd →
-//! BLAKE3 verified against the id → [`chunk_cache::ChunkCache`] (mount).
+//! index lookup (pack, offset, length) → ranged read of the pack (past the
+//! page cache for large blobs: `repository::direct_read`) → zstd → BLAKE3
+//! verified against the id → [`chunk_cache::ChunkCache`] (mount).
 //!
 //! # Mount data flow
 //!
@@ -46,15 +47,17 @@
 //! (re-listed at most every 2 s, `refresh_index` when new ones appear) →
 //! trees loaded on first look into a folder and kept in a small cache →
 //! inode numbers (a range per directory, on first sight, never reused) →
-//! `open` maps chunk
-//! offsets once → `read` binary-searches them → [`chunk_cache::ChunkCache`]
+//! the first `read` of a file maps its chunk offsets once, kept by inode
+//! number (the kernel opens files without asking the mount) → each `read`
+//! binary-searches them → [`chunk_cache::ChunkCache`]
 //! (shared fetch, byte budget, small chunks capped at an eighth) ←
 //! background prefetch of the next chunks of a sequential reader. A miss
 //! evicts first and decodes into the evicted chunk's buffer; compressed
 //! bytes and reads across two chunks use [`buffer_pool::BufferPool`]s, so
 //! streaming a large file maps no new memory. A damaged chunk fails the
 //! reads that need it (`EIO`), logged once ([`logging`]: syslog under
-//! `mount --daemon`).
+//! `mount --daemon`). POSIX ACLs are not presented; files with one show
+//! narrowed modes ([`mount::acl`]).
 //!
 //! # What may run together
 //!

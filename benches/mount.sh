@@ -2,7 +2,10 @@
 # Benchmark `snapfs mount` against the source tree it was backed up from.
 #
 # Every figure is a ratio to the same operation on the source tree in the
-# same run, the median of $RUNS runs. "Cold" drops the page cache
+# same run, the median of $RUNS runs. The cold sequential read is also put
+# beside a bare FUSE passthrough of the source (benches/fuse_passthrough.rs,
+# same fuser settings, nothing decompressed or verified): what FUSE itself
+# allows on the machine. "Cold" drops the page cache
 # (echo 3 > /proc/sys/vm/drop_caches) and, for the mount, also remounts so
 # that snapfs's own chunk and tree caches start empty too.
 #
@@ -29,15 +32,21 @@ done
 if [ ! -x "$SNAPFS" ]; then
     (cd "$HERE" && cargo build --release --quiet)
 fi
+# The FUSE limit to put the mount's cold read beside (benches/fuse_passthrough.rs).
+PASSTHROUGH=$(cd "$HERE" && cargo bench --no-run --quiet --bench fuse_passthrough --message-format=json |
+    python3 -c 'import json, sys; print(*[j["executable"] for j in map(json.loads, sys.stdin) if j.get("target", {}).get("name") == "fuse_passthrough" and j.get("executable")])')
+[ -x "$PASSTHROUGH" ] || { echo "fuse_passthrough did not build" >&2; exit 1; }
 
 SRC=$WORK/src
 REPO=$WORK/repo
 MNT=$WORK/mnt
+PT=$WORK/passthrough
 MOUNT_PID=
 PEAK_RSS_KB=0
 
 cleanup() {
     unmount || true
+    unmount_passthrough || true
     [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -51,7 +60,10 @@ mount_snapfs() {
     "$SNAPFS" --repo "$REPO" mount --utc "$MNT" 2>>"$WORK/mount.log" &
     MOUNT_PID=$!
     SESSION=${PHASE:-mount time}
-    until mountpoint -q "$MNT"; do sleep 0.01; done
+    until mountpoint -q "$MNT"; do
+        kill -0 "$MOUNT_PID" 2>/dev/null || { echo "snapfs mount exited (see $WORK/mount.log)" >&2; exit 1; }
+        sleep 0.01
+    done
 }
 
 unmount() {
@@ -65,13 +77,32 @@ unmount() {
     MOUNT_PID=
 }
 
+# The passthrough of $SRC at $PT, mounted afresh for each cold read.
+mount_passthrough() {
+    "$PASSTHROUGH" "$SRC" "$PT" &
+    PT_PID=$!
+    until mountpoint -q "$PT"; do
+        kill -0 "$PT_PID" 2>/dev/null || { echo "fuse_passthrough exited" >&2; exit 1; }
+        sleep 0.01
+    done
+}
+
+unmount_passthrough() {
+    [ -n "${PT_PID:-}" ] || return 0
+    fusermount3 -u "$PT" 2>/dev/null || fusermount3 -u -z "$PT"
+    wait "$PT_PID" 2>/dev/null || true
+    PT_PID=
+}
+
 # Seconds that "$@" takes, after dropping caches (and remounting: $1 = mount).
 timed() {
     local cold=$1 side=$2; shift 2
     if [ "$cold" = cold ]; then
         [ "$side" = mount ] && unmount
+        [ "$side" = passthrough ] && unmount_passthrough
         drop_caches
         [ "$side" = mount ] && mount_snapfs
+        [ "$side" = passthrough ] && mount_passthrough
     fi
     local t0 t1
     t0=$(now)
@@ -86,7 +117,11 @@ measure() {
     local cold=$1 side=$2 fn=$3 root
     PHASE="$cold $side $fn"
     [ "$side" = mount ] && [ "$cold" = warm ] && SESSION="$SESSION, then $PHASE"
-    if [ "$side" = src ]; then root=$SRC; else root=$MNT/latest; fi
+    case $side in
+        src) root=$SRC ;;
+        passthrough) root=$PT ;;
+        *) root=$MNT/latest ;;
+    esac
     : >"$WORK/times"
     for _ in $(seq "$RUNS"); do
         timed "$cold" "$side" "$fn" "$root" >>"$WORK/times"
@@ -103,10 +138,12 @@ ratio() { echo "scale=2; $1 / $2" | bc -l; }
 
 echo "== generating $SIZE file + $FILES small files in $SRC"
 rm -rf "$WORK"
-mkdir -p "$SRC/small" "$MNT"
+mkdir -p "$SRC/small" "$MNT" "$PT"
 size_bytes=$(bytes "$SIZE")
 # Semi-compressible: base64 of random bytes compresses to about 75%.
-head -c $((size_bytes * 3 / 4 + 4)) /dev/urandom | base64 -w 0 | head -c "$size_bytes" >"$SRC/big.bin"
+# (The last head may cut base64 off with SIGPIPE: the size check is what counts.)
+head -c $((size_bytes * 3 / 4 + 4)) /dev/urandom | base64 -w 0 | head -c "$size_bytes" >"$SRC/big.bin" || true
+[ "$(stat -c %s "$SRC/big.bin")" = "$size_bytes" ] || { echo "could not write $SRC/big.bin" >&2; exit 1; }
 python3 - "$SRC/small" "$FILES" <<'EOF'
 import os, sys, random
 root, n = sys.argv[1], int(sys.argv[2])
@@ -146,6 +183,8 @@ mount_snapfs
 echo "== measuring (median of $RUNS)"
 mib=$(echo "$size_bytes / 1048576" | bc -l)
 measure cold src read_big; src_cold=$RESULT
+measure cold passthrough read_big; pt_cold=$RESULT
+unmount_passthrough
 measure cold mount read_big; mnt_cold=$RESULT
 measure warm src read_big; src_warm=$RESULT
 measure warm mount read_big; mnt_warm=$RESULT
@@ -179,8 +218,10 @@ rate() { echo "scale=0; $mib / $1" | bc -l; }
 echo
 echo "snapfs mount benchmark: $SIZE file, $FILES small files, $SNAPSHOTS snapshots, median of $RUNS"
 printf '%-34s %12s %12s %8s\n' operation source mount ratio
-printf '%-34s %9s MB/s %7s MB/s %8s\n' "cold sequential read" "$(rate "$src_cold")" "$(rate "$mnt_cold")" "$(ratio "$src_cold" "$mnt_cold")x"
-printf '%-34s %9s MB/s %7s MB/s %8s\n' "warm re-read" "$(rate "$src_warm")" "$(rate "$mnt_warm")" "$(ratio "$src_warm" "$mnt_warm")x"
+printf '%-34s %8s MiB/s %6s MiB/s %8s\n' "cold sequential read" "$(rate "$src_cold")" "$(rate "$mnt_cold")" "$(ratio "$src_cold" "$mnt_cold")x"
+printf '%-34s %8s MiB/s %6s MiB/s %8s\n' "  the same, bare FUSE passthrough" "$(rate "$src_cold")" "$(rate "$pt_cold")" "$(ratio "$src_cold" "$pt_cold")x"
+printf '%-34s %31s\n' "  mount / passthrough" "$(ratio "$pt_cold" "$mnt_cold")x"
+printf '%-34s %8s MiB/s %6s MiB/s %8s\n' "warm re-read" "$(rate "$src_warm")" "$(rate "$mnt_warm")" "$(ratio "$src_warm" "$mnt_warm")x"
 printf '%-34s %10.2f s %10.2f s %8s\n' "find, cold (time)" "$src_find" "$mnt_find" "$(ratio "$mnt_find" "$src_find")x"
 printf '%-34s %10.2f s %10.2f s %8s\n' "ls -lR, cold (time)" "$src_ls" "$mnt_ls" "$(ratio "$mnt_ls" "$src_ls")x"
 printf '%-34s %10.2f s %10.2f s %8s\n' "tar cf - | wc -c, cold (rate)" "$src_tar" "$mnt_tar" "$(ratio "$src_tar" "$mnt_tar")x"

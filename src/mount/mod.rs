@@ -224,8 +224,9 @@ fn limit_malloc_fragmentation() {
 /// request at a time for a sequential reader. Several MiB in flight let
 /// the worker threads and prefetchers overlap fetching, decompressing and
 /// verifying chunks (cold reads measured 260 → 410 MB/s). Root only; a
-/// user mount keeps the default.
-fn raise_readahead(mountpoint: &Path) {
+/// user mount keeps the default. Public for `benches/fuse_passthrough.rs`,
+/// which must be measured on the same settings.
+pub fn raise_readahead(mountpoint: &Path) {
     // Not stat(2): nothing serves the mount yet, a GETATTR would hang.
     let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;

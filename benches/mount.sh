@@ -56,14 +56,19 @@ drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 bytes() { numfmt --from=iec "$1"; }
 
+# Wait until process $1 serves a mount at $2; fail if it exits first.
+wait_for_mount() {
+    until mountpoint -q "$2"; do
+        kill -0 "$1" 2>/dev/null || { echo "the mount at $2 exited (see $WORK/mount.log)" >&2; exit 1; }
+        sleep 0.01
+    done
+}
+
 mount_snapfs() {
     "$SNAPFS" --repo "$REPO" mount --utc "$MNT" 2>>"$WORK/mount.log" &
     MOUNT_PID=$!
     SESSION=${PHASE:-mount time}
-    until mountpoint -q "$MNT"; do
-        kill -0 "$MOUNT_PID" 2>/dev/null || { echo "snapfs mount exited (see $WORK/mount.log)" >&2; exit 1; }
-        sleep 0.01
-    done
+    wait_for_mount "$MOUNT_PID" "$MNT"
 }
 
 unmount() {
@@ -79,12 +84,9 @@ unmount() {
 
 # The passthrough of $SRC at $PT, mounted afresh for each cold read.
 mount_passthrough() {
-    "$PASSTHROUGH" "$SRC" "$PT" &
+    "$PASSTHROUGH" "$SRC" "$PT" 2>>"$WORK/mount.log" &
     PT_PID=$!
-    until mountpoint -q "$PT"; do
-        kill -0 "$PT_PID" 2>/dev/null || { echo "fuse_passthrough exited" >&2; exit 1; }
-        sleep 0.01
-    done
+    wait_for_mount "$PT_PID" "$PT"
 }
 
 unmount_passthrough() {

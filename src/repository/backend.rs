@@ -420,6 +420,35 @@ mod tests {
             backend.list(FileType::Pack).unwrap(),
             vec![(name.clone(), 11)]
         );
+        // Ranges within a buffer, small and large (past the page cache for
+        // the local backend), at odd offsets; missing files and short
+        // files are told apart.
+        let big_name = "cd".to_string() + &"0".repeat(62);
+        let big: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        backend.write(FileType::Pack, &big_name, &big).unwrap();
+        let mut buf = Vec::new();
+        for (offset, length) in [(3, 10), (5_000, 300_001), (0, 700_000), (699_990, 10)] {
+            let range = backend
+                .read_range_within(FileType::Pack, &big_name, offset, length, &mut buf)
+                .unwrap();
+            let want = &big[offset as usize..(offset + length) as usize];
+            assert_eq!(&buf[range], want, "{offset}+{length}");
+        }
+        assert!(matches!(
+            backend.read_range_within(FileType::Pack, &big_name, 600_000, 200_000, &mut buf),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(matches!(
+            backend.read_range_within(
+                FileType::Pack,
+                &name.replace('0', "1"),
+                0,
+                200_000,
+                &mut buf
+            ),
+            Err(Error::NotFound(_))
+        ));
+        backend.remove(FileType::Pack, &big_name).unwrap();
         // Replacing is atomic too.
         backend.write(FileType::Snapshot, "s1", b"one").unwrap();
         backend.write(FileType::Snapshot, "s1", b"two").unwrap();

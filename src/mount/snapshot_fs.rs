@@ -276,6 +276,12 @@ impl Snapshots {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Warned {
+    Object(Id),
+    File(u64),
+}
+
 /// A file being read: its chunk table, computed once.
 struct OpenFile {
     reader: FileReader,
@@ -295,8 +301,9 @@ pub struct SnapshotFs {
     trees: Mutex<WeightedLru<Id, Arc<Tree>>>,
     /// Files being read, by inode number.
     readers: Mutex<WeightedLru<u64, Arc<OpenFile>>>,
-    /// Objects already warned about: one log line per damaged chunk or tree.
-    warned: Mutex<HashSet<Id>>,
+    /// What was already warned about: one log line per damaged chunk or
+    /// tree, or file whose chunks cannot be mapped, not one per read.
+    warned: Mutex<HashSet<Warned>>,
     prefetch: Option<Sender<(Id, usize)>>,
     /// Where reads across two chunks are gathered (about half of the
     /// kernel's megabyte reads of a large file).
@@ -514,9 +521,10 @@ impl SnapshotFs {
         let bytes = self
             .repo
             .load_blob(id)
-            .inspect_err(|e| self.warn_once(id, || format!("tree {id}: {e}")))?;
+            .inspect_err(|e| self.warn_once(Warned::Object(*id), || format!("tree {id}: {e}")))?;
         let tree = Arc::new(
-            Tree::decode(id, &bytes).inspect_err(|e| self.warn_once(id, || e.to_string()))?,
+            Tree::decode(id, &bytes)
+                .inspect_err(|e| self.warn_once(Warned::Object(*id), || e.to_string()))?,
         );
         let size = bytes.len() + tree.nodes.len() * DECODED_NODE_BYTES;
         lock(&self.trees).put(*id, tree.clone(), size);
@@ -821,7 +829,7 @@ impl SnapshotFs {
             )));
         }
         let reader = FileReader::open(&self.repo, node).inspect_err(|e| {
-            tracing::warn!("{}: {e}", self.path_of(ino));
+            self.warn_once(Warned::File(ino), || format!("{}: {e}", self.path_of(ino)))
         })?;
         let weight = READER_BYTES + reader.chunk_count() * READER_CHUNK_BYTES;
         let file = Arc::new(OpenFile {
@@ -854,7 +862,9 @@ impl SnapshotFs {
             self.chunks
                 .get(id, len, |buffer| self.repo.load_blob_into(id, buffer))
                 .inspect_err(|e| {
-                    self.warn_once(id, || format!("{}: chunk {id}: {e}", self.path_of(ino)))
+                    self.warn_once(Warned::Object(*id), || {
+                        format!("{}: chunk {id}: {e}", self.path_of(ino))
+                    })
                 })
         };
         let reader = &file.reader;
@@ -968,8 +978,8 @@ impl SnapshotFs {
         format!("/{}", parts.join("/"))
     }
 
-    fn warn_once(&self, id: &Id, message: impl FnOnce() -> String) {
-        if lock(&self.warned).insert(*id) {
+    fn warn_once(&self, what: Warned, message: impl FnOnce() -> String) {
+        if lock(&self.warned).insert(what) {
             tracing::warn!("{}", message());
         }
     }

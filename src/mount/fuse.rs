@@ -103,6 +103,8 @@ impl Filesystem for FuseAdapter {
         }
         // READDIRPLUS_AUTO: listings carry attributes when the kernel sees
         // `ls -l`-style use, saving a lookup per entry; plain otherwise.
+        // Always-plus was measured on 100k cold files: `tar` 9.5 s -> 6.3 s,
+        // but `find` 0.22 s -> 0.35 s (2.6x the source tree), so not that.
         // Not POSIX_ACL: the kernel would ask for every inode's ACL, and
         // permission checks use the modes, narrowed for files with an ACL
         // (see super::acl).

@@ -54,24 +54,17 @@ pub trait Backend: Send + Sync {
     fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>>;
     /// Exactly `length` bytes at `offset`; a short file is an error.
     fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        self.read_range_into(kind, name, offset, length, &mut out)?;
-        Ok(out)
+        let mut buf = Vec::new();
+        let range = self.read_range_within(kind, name, offset, length, &mut buf)?;
+        buf.truncate(range.end);
+        buf.drain(..range.start);
+        Ok(buf)
     }
-    /// `read_range` into `out` (replacing its contents), reusing its
-    /// allocation: the read path of a mount calls this per chunk.
-    fn read_range_into(
-        &self,
-        kind: FileType,
-        name: &str,
-        offset: u64,
-        length: u64,
-        out: &mut Vec<u8>,
-    ) -> Result<()>;
     /// `length` bytes at `offset` somewhere in `buf` (whose contents are
-    /// replaced); returns where. A backend may read more around them: the
-    /// local one reads large ranges as whole disk blocks, past the page
-    /// cache (see `direct_read`).
+    /// replaced, its allocation reused: the mount reads every chunk this
+    /// way); returns where. A short file is an error. A backend may read
+    /// more around the bytes: the local one reads large ranges as whole
+    /// disk blocks, past the page cache (see `direct_read`).
     fn read_range_within(
         &self,
         kind: FileType,
@@ -79,10 +72,7 @@ pub trait Backend: Send + Sync {
         offset: u64,
         length: u64,
         buf: &mut Vec<u8>,
-    ) -> Result<Range<usize>> {
-        self.read_range_into(kind, name, offset, length, buf)?;
-        Ok(0..buf.len())
-    }
+    ) -> Result<Range<usize>>;
     fn size(&self, kind: FileType, name: &str) -> Result<u64>;
     /// Names and sizes of the complete files of one kind, in no given order.
     fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>>;
@@ -145,6 +135,30 @@ impl LocalBackend {
         match File::open(&path) {
             Ok(f) => Ok((f, path)),
             Err(e) => Err(open_error(kind, name, &path, e)),
+        }
+    }
+
+    /// Exactly `length` bytes at `offset` into `out` (replacing its
+    /// contents), through the page cache.
+    fn read_buffered(
+        &self,
+        kind: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let (file, path) = self.open(kind, name)?;
+        out.clear();
+        // Exactly: Vec's doubling would map memory the blob never uses.
+        out.reserve_exact(length as usize);
+        out.resize(length as usize, 0);
+        match file.read_exact_at(out, offset) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(truncated(kind, name, offset, length))
+            }
+            Err(e) => Err(Error::io(&path, e)),
         }
     }
 
@@ -275,28 +289,6 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
-    fn read_range_into(
-        &self,
-        kind: FileType,
-        name: &str,
-        offset: u64,
-        length: u64,
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        let (file, path) = self.open(kind, name)?;
-        out.clear();
-        // Exactly: Vec's doubling would map memory the blob never uses.
-        out.reserve_exact(length as usize);
-        out.resize(length as usize, 0);
-        match file.read_exact_at(out, offset) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                Err(truncated(kind, name, offset, length))
-            }
-            Err(e) => Err(Error::io(&path, e)),
-        }
-    }
-
     fn read_range_within(
         &self,
         kind: FileType,
@@ -317,7 +309,7 @@ impl Backend for LocalBackend {
                 Err(e) => return Err(open_error(kind, name, &path, e)),
             }
         }
-        self.read_range_into(kind, name, offset, length, buf)?;
+        self.read_buffered(kind, name, offset, length, buf)?;
         Ok(0..buf.len())
     }
 

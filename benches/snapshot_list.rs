@@ -1,5 +1,7 @@
 //! How long `backup` spends finding its parent snapshot in a repository
-//! shared by many accounts: it reads and verifies every snapshot file.
+//! shared by many accounts: it reads and verifies every snapshot file. And
+//! how long a mount of one account's backups (`mount --account`, one per
+//! account on a hosting platform) takes to list its root there.
 //!
 //! `cargo bench --bench snapshot_list` (ACCOUNTS=1000 DAYS=30 by default).
 //! Prints medians of 5 runs, warm, and cold too when run as root (the page
@@ -8,6 +10,7 @@
 
 use snapfs::chunker::ChunkerParams;
 use snapfs::id::Id;
+use snapfs::mount::snapshot_fs::{Options, SnapshotFs};
 use snapfs::repository::backend::FileType;
 use snapfs::repository::Repository;
 use snapfs::snapshot::{self, Snapshot, Summary, Timestamp};
@@ -94,23 +97,38 @@ fn main() {
             .find(|e| e.snapshot.account == "account0500");
         assert!(found.is_some() || accounts <= 500);
     };
+    let mount_one = || {
+        let opts = Options {
+            account: Some("account0500".into()),
+            prefetch_threads: 0,
+            ..Options::default()
+        };
+        let fs = SnapshotFs::new(Repository::open(&root).unwrap(), opts).unwrap();
+        let shown = if accounts > 500 { days } else { 0 };
+        assert_eq!(fs.snapshot_names().len() as u64, shown);
+    };
     let raw = || read_raw(&root);
     assert_eq!(
         repo.list_files(FileType::Snapshot).unwrap().len() as u64,
         total
     );
     println!("snapshot_list: {accounts} accounts x {days} days = {total} snapshot files");
-    let (base, list) = (timed(false, raw), timed(false, find_parent));
-    println!(
-        "  warm: read the files {base:.3} s; find a parent {list:.3} s ({:.1}x)",
-        list / base
-    );
-    if drop_caches() {
-        let (base, list) = (timed(true, raw), timed(true, find_parent));
-        println!(
-            "  cold: read the files {base:.3} s; find a parent {list:.3} s ({:.1}x)",
-            list / base
+    let report = |label: &str, cold: bool| {
+        let (base, list, mount) = (
+            timed(cold, raw),
+            timed(cold, find_parent),
+            timed(cold, mount_one),
         );
+        println!(
+            "  {label}: read the files {base:.3} s; find a parent {list:.3} s ({:.1}x); \
+             mount one account's root {mount:.3} s ({:.1}x)",
+            list / base,
+            mount / base
+        );
+    };
+    report("warm", false);
+    if drop_caches() {
+        report("cold", true);
     } else {
         println!("  cold: needs root (drop_caches)");
     }

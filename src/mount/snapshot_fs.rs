@@ -260,7 +260,7 @@ struct Snapshots {
     /// Every name ever given, visible or not.
     by_name: BTreeMap<String, u32>,
     /// Snapshot files not shown: other accounts, or damaged (warned once).
-    skipped: HashSet<String>,
+    skipped: HashSet<Id>,
 }
 
 impl Snapshots {
@@ -385,31 +385,37 @@ impl SnapshotFs {
     }
 
     /// Show new snapshots and hide the ones whose file is gone.
+    ///
+    /// Snapshot files say whose they are only inside, so a mount of one
+    /// account reads every new file once, on several threads (a repository
+    /// shared by 1,000 accounts holds 30,000), and remembers the others' ids.
     fn relist(&self, first: bool) -> Result<()> {
-        let files = self.repo.list_files(FileType::Snapshot)?;
-        let present: HashSet<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-        let mut new = Vec::new();
-        {
+        // A name that is not an id is not a snapshot (`check` reports it).
+        let present: HashSet<Id> = self
+            .repo
+            .list_files(FileType::Snapshot)?
+            .iter()
+            .filter_map(|(name, _)| Id::from_hex(name).ok())
+            .collect();
+        let new: Vec<String> = {
             let known = read(&self.snapshots);
-            for (name, _) in &files {
-                let Ok(id) = Id::from_hex(name) else { continue };
-                if known.by_id.contains_key(&id) || known.skipped.contains(name) {
-                    continue;
-                }
-                new.push((name.clone(), id));
-            }
-        }
+            present
+                .iter()
+                .filter(|id| !known.by_id.contains_key(id) && !known.skipped.contains(id))
+                .map(Id::to_hex)
+                .collect()
+        };
         let mut loaded = Vec::new();
         let mut skipped = Vec::new();
-        for (name, id) in new {
-            match snapshot::load(&self.repo, &id) {
-                Ok(s) if self.opts.account.as_ref().is_none_or(|a| &s.account == a) => {
-                    loaded.push((id, s))
-                }
-                Ok(_) => skipped.push(name),
+        for (name, entry) in snapshot::load_many(&self.repo, &new) {
+            match entry {
+                Ok(e) if self.is_shown(&e.snapshot) => loaded.push((e.id, e.snapshot)),
+                Ok(e) => skipped.push(e.id),
+                // Forgotten while we listed: it will not be listed again.
+                Err(Error::NotFound(_)) => {}
                 Err(e) => {
                     tracing::warn!("not showing snapshot {name}: {e}");
-                    skipped.push(name);
+                    skipped.extend(Id::from_hex(&name).ok());
                 }
             }
         }
@@ -422,7 +428,7 @@ impl SnapshotFs {
         let mut s = write(&self.snapshots);
         s.skipped.extend(skipped);
         for slot in &mut s.slots {
-            slot.visible = present.contains(slot.id.to_hex().as_str());
+            slot.visible = present.contains(&slot.id);
         }
         for (id, snapshot) in loaded {
             let name = self.name_for(&s, &snapshot);
@@ -437,6 +443,13 @@ impl SnapshotFs {
             });
         }
         Ok(())
+    }
+
+    fn is_shown(&self, snapshot: &Snapshot) -> bool {
+        self.opts
+            .account
+            .as_ref()
+            .is_none_or(|a| &snapshot.account == a)
     }
 
     /// `YYYY-MM-DD`, or `YYYY-MM-DD_HHMMSS` when the day already has one:
@@ -1450,6 +1463,58 @@ mod tests {
             fs.lookup(ROOT_INO, b"latest"),
             Err(Error::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn an_accounts_mount_among_many_accounts() {
+        let (fx, repo) = fixture();
+        let (_, alice) = backup_at(&repo, &fx.src(), at(2025, 1, 2, 3, 0, 0));
+        let save_as = |account: &str, day: u32| {
+            let snapshot = Snapshot {
+                account: account.into(),
+                time: Timestamp {
+                    secs: at(2025, 1, day, 3, 0, 0),
+                    nanos: 0,
+                },
+                ..alice.clone()
+            };
+            snapshot::save(&repo, &snapshot).unwrap()
+        };
+        // Enough other accounts' files to be read on several threads.
+        for n in 0..300 {
+            save_as(&format!("user{n}"), 3);
+        }
+        let garbage = Id::hash(b"garbage").to_hex();
+        std::fs::write(fx.repo_path().join("snapshots").join(&garbage), b"x").unwrap();
+        save_as("bob", 3);
+        let files = || {
+            std::fs::read_dir(fx.repo_path().join("snapshots"))
+                .unwrap()
+                .count()
+        };
+        let others = files() - 1;
+
+        let opts = Options {
+            account: Some("bob".into()),
+            ..options()
+        };
+        let fs = SnapshotFs::new(Repository::open(&fx.repo_path()).unwrap(), opts).unwrap();
+        let shown = |fs: &SnapshotFs| -> Vec<String> {
+            fs.snapshot_names().into_iter().map(|(n, _)| n).collect()
+        };
+        assert_eq!(shown(&fs), ["2025-01-03"]);
+        assert_eq!(
+            read(&fs.snapshots).skipped.len(),
+            others,
+            "alice, users, garbage"
+        );
+
+        // Relisting reads only what is new: bob's next backup.
+        save_as("bob", 4);
+        save_as("carol", 4);
+        assert_eq!(shown(&fs), ["2025-01-03", "2025-01-04"]);
+        assert_eq!(read(&fs.snapshots).skipped.len(), others + 1, "and carol");
+        assert_eq!(read_all(&fs, "2025-01-04/big").unwrap(), fx.big);
     }
 
     #[test]

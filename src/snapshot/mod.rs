@@ -128,7 +128,7 @@ pub fn list(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Vec<DamagedSnapsho
         .collect();
     let mut good = Vec::new();
     let mut bad = Vec::new();
-    for (name, entry) in load_all(repo, &names) {
+    for (name, entry) in load_many(repo, &names) {
         match entry {
             Ok(entry) => good.push(entry),
             // Forgotten while we listed: gone, not damaged.
@@ -145,7 +145,7 @@ const LIST_THREADS: usize = 8;
 /// Fewer files than this per thread are not worth a thread.
 const LIST_FILES_PER_THREAD: usize = 64;
 
-/// Load the named snapshot files, on several threads.
+/// Load the named snapshot files, on several threads, each with its name.
 ///
 /// Why threads: a repository shared by 1,000 accounts holds 30,000
 /// snapshot files, and every `backup` lists them all to find its parent.
@@ -154,7 +154,7 @@ const LIST_FILES_PER_THREAD: usize = 64;
 ///
 /// A worker's panic is re-raised, never turned into a shorter list: prune
 /// treats whatever no listed snapshot needs as garbage.
-fn load_all(repo: &Repository, names: &[String]) -> Vec<(String, Result<SnapshotEntry>)> {
+pub fn load_many(repo: &Repository, names: &[String]) -> Vec<(String, Result<SnapshotEntry>)> {
     let load_part = |part: &[String]| -> Vec<(String, Result<SnapshotEntry>)> {
         part.iter()
             .map(|name| (name.clone(), load_named(repo, name)))

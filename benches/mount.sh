@@ -2,15 +2,23 @@
 # Benchmark `snapfs mount` against the source tree it was backed up from.
 #
 # Every figure is a ratio to the same operation on the source tree in the
-# same run, the median of $RUNS runs. The cold sequential read is also put
+# same run: source and mount take turns, and the ratio is the median of
+# the $RUNS runs' own ratios. The cold sequential read is also put
 # beside a bare FUSE passthrough of the source (benches/fuse_passthrough.rs,
 # same fuser settings, nothing decompressed or verified): what FUSE itself
 # allows on the machine. "Cold" drops the page cache
 # (echo 3 > /proc/sys/vm/drop_caches) and, for the mount, also remounts so
 # that snapfs's own chunk and tree caches start empty too.
 #
+# The 1 GiB file is base64 of random bytes, like a mail attachment: zstd
+# saves only a quarter of it yet must entropy-decode every byte, the
+# costliest data to read back. A second repository holds a file of each
+# other kind at the same size, read cold the same way: random bytes (photos,
+# archives; stored raw) and an SQL dump (compresses 3-4x).
+#
 #   sudo benches/mount.sh                     # 1 GiB file + 100k small files
 #   sudo SIZE=256M FILES=20000 benches/mount.sh   # a quicker run
+#   sudo KINDS=0 benches/mount.sh             # without the other data kinds
 #
 # Needs root, FUSE, fio and python3. Uses $SNAPFS or target/release/snapfs
 # (built if missing), and $WORK (default /var/tmp/snapfs-bench, removed at
@@ -21,6 +29,7 @@ SIZE=${SIZE:-1G}
 FILES=${FILES:-100000}
 RUNS=${RUNS:-3}
 SNAPSHOTS=${SNAPSHOTS:-30}
+KINDS=${KINDS:-1}
 WORK=${WORK:-/var/tmp/snapfs-bench}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 SNAPFS=${SNAPFS:-${CARGO_TARGET_DIR:-$HERE/target}/release/snapfs}
@@ -39,6 +48,9 @@ PASSTHROUGH=$(cd "$HERE" && cargo bench --no-run --quiet --bench fuse_passthroug
 
 SRC=$WORK/src
 REPO=$WORK/repo
+KINDS_SRC=$WORK/kinds
+KINDS_REPO=$WORK/kinds-repo
+MOUNTED_REPO=$REPO
 MNT=$WORK/mnt
 PT=$WORK/passthrough
 MOUNT_PID=
@@ -55,6 +67,8 @@ now() { date +%s.%N; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 bytes() { numfmt --from=iec "$1"; }
+# CPU seconds (user + system) that process $1 has used.
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 
 # Wait until process $1 serves a mount at $2; fail if it exits first.
 wait_for_mount() {
@@ -65,7 +79,7 @@ wait_for_mount() {
 }
 
 mount_snapfs() {
-    "$SNAPFS" --repo "$REPO" mount --utc "$MNT" 2>>"$WORK/mount.log" &
+    "$SNAPFS" --repo "$MOUNTED_REPO" mount --utc "$MNT" 2>>"$WORK/mount.log" &
     MOUNT_PID=$!
     SESSION=${PHASE:-mount time}
     wait_for_mount "$MOUNT_PID" "$MNT"
@@ -111,32 +125,62 @@ timed() {
     "$@" >/dev/null
     t1=$(now)
     echo "$t1 - $t0" | bc -l
+    # A cold mount is fresh: its CPU time is this operation's (and a lookup).
+    if [ "$cold" = cold ] && [ "$side" = mount ]; then
+        cpu_seconds "$MOUNT_PID" >>"$WORK/cpu"
+    fi
 }
 
-# Median seconds of $RUNS runs, in $RESULT (no subshell: timed remounts,
-# and the mount's pid and peak RSS must stay in this shell).
-measure() {
-    local cold=$1 side=$2 fn=$3 root
-    PHASE="$cold $side $fn"
-    [ "$side" = mount ] && [ "$cold" = warm ] && SESSION="$SESSION, then $PHASE"
-    case $side in
-        src) root=$SRC ;;
-        passthrough) root=$PT ;;
-        *) root=$MNT/latest ;;
+root_of() {
+    case $1 in
+        src) echo "$SRC" ;;
+        passthrough) echo "$PT" ;;
+        *) echo "$MNT/latest" ;;
     esac
-    : >"$WORK/times"
-    for _ in $(seq "$RUNS"); do
-        timed "$cold" "$side" "$fn" "$root" >>"$WORK/times"
+}
+
+# Run `fn` on the source and on each side given, in turn, $RUNS times.
+# Why in turn: the disk's speed drifts between runs here (the source alone
+# read a cold GiB at 0.8 to 1.7 GB/s), and alternating puts both sides
+# under the same drift. Sets T[side] (median seconds, the source's too),
+# R[side] (the median of each run's own source/side ratio, so > 1 is
+# faster than the source) and CPU (the mount's median CPU seconds, cold).
+# No subshell: timed remounts, and the mount's pid and peak RSS must stay
+# in this shell.
+declare -A T R
+compare() {
+    local cold=$1 fn=$2 run side
+    shift 2
+    for side in src "$@"; do
+        : >"$WORK/times.$side"
+        : >"$WORK/ratios.$side"
     done
-    RESULT=$(median <"$WORK/times")
+    : >"$WORK/cpu"
+    for run in $(seq "$RUNS"); do
+        for side in src "$@"; do
+            PHASE="$cold $side $fn${FILE:+ $FILE}"
+            if [ "$side" = mount ] && [ "$cold" = warm ] && [ "$run" = 1 ]; then
+                SESSION="$SESSION, then $PHASE"
+            fi
+            timed "$cold" "$side" "$fn" "$(root_of "$side")" >>"$WORK/times.$side"
+            [ "$side" = src ] && continue
+            echo "$(tail -1 "$WORK/times.src") / $(tail -1 "$WORK/times.$side")" | bc -l >>"$WORK/ratios.$side"
+        done
+    done
+    for side in src "$@"; do
+        T[$side]=$(median <"$WORK/times.$side")
+        R[$side]=$(median <"$WORK/ratios.$side")
+    done
+    CPU=$(median <"$WORK/cpu")
 }
 
 read_big() { cat "$1/big.bin"; }
+read_file() { cat "$1/$FILE"; }
 find_all() { find "$1/small"; }
 ls_all() { ls -lR "$1/small"; }
 tar_all() { tar cf - -C "$1" . | wc -c; }
 
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
+ratio() { echo "$1 / $2" | bc -l | xargs printf '%.2f'; }
 
 echo "== generating $SIZE file + $FILES small files in $SRC"
 rm -rf "$WORK"
@@ -168,6 +212,15 @@ for d in $(seq 2 "$SNAPSHOTS"); do
     "$SNAPFS" --repo "$REPO" backup "$SRC" --time "$(date -u -d "2025-01-01 +$((d - 1)) days" +%Y-%m-%dT00:00:00Z)" >/dev/null
 done
 
+if [ "$KINDS" = 1 ]; then
+    echo "== the other data kinds: $SIZE of random bytes, $SIZE of SQL dump"
+    mkdir -p "$KINDS_SRC"
+    head -c "$size_bytes" /dev/urandom >"$KINDS_SRC/random.bin"
+    python3 "$HERE/benches/gen_sql_dump.py" "$KINDS_SRC/dump.sql" "$size_bytes"
+    "$SNAPFS" --repo "$KINDS_REPO" init >/dev/null
+    "$SNAPFS" --repo "$KINDS_REPO" backup "$KINDS_SRC" >/dev/null
+fi
+
 echo "== mount to a listable root with $SNAPSHOTS snapshots"
 : >"$WORK/times"
 for _ in $(seq "$RUNS"); do
@@ -182,20 +235,20 @@ done
 mount_time=$(median <"$WORK/times")
 mount_snapfs
 
-echo "== measuring (median of $RUNS)"
+echo "== measuring (median of $RUNS, source and mount in turn)"
 mib=$(echo "$size_bytes / 1048576" | bc -l)
-measure cold src read_big; src_cold=$RESULT
-measure cold passthrough read_big; pt_cold=$RESULT
+compare cold read_big passthrough mount
+src_cold=${T[src]} pt_cold=${T[passthrough]} mnt_cold=${T[mount]}
+pt_cold_ratio=${R[passthrough]} mnt_cold_ratio=${R[mount]} mnt_cold_cpu=$CPU
 unmount_passthrough
-measure cold mount read_big; mnt_cold=$RESULT
-measure warm src read_big; src_warm=$RESULT
-measure warm mount read_big; mnt_warm=$RESULT
-measure cold src find_all; src_find=$RESULT
-measure cold mount find_all; mnt_find=$RESULT
-measure cold src ls_all; src_ls=$RESULT
-measure cold mount ls_all; mnt_ls=$RESULT
-measure cold src tar_all; src_tar=$RESULT
-measure cold mount tar_all; mnt_tar=$RESULT
+compare warm read_big mount
+src_warm=${T[src]} mnt_warm=${T[mount]} warm_ratio=${R[mount]}
+compare cold find_all mount
+src_find=${T[src]} mnt_find=${T[mount]} find_ratio=${R[mount]}
+compare cold ls_all mount
+src_ls=${T[src]} mnt_ls=${T[mount]} ls_ratio=${R[mount]}
+compare cold tar_all mount
+src_tar=${T[src]} mnt_tar=${T[mount]} tar_ratio=${R[mount]}
 
 # --invalidate=0: fio would otherwise drop the file's page cache first, and
 # the figure asked for is reads "once the file has been read once".
@@ -216,17 +269,43 @@ for jobs in 1 4; do
 done
 unmount
 
+# Cold reads of the other kinds, from their own repository.
+declare -A kind_src kind_mnt kind_ratio kind_cpu
+kinds=()
+if [ "$KINDS" = 1 ]; then
+    kinds=(random.bin dump.sql)
+    SRC_MAIN=$SRC
+    SRC=$KINDS_SRC MOUNTED_REPO=$KINDS_REPO
+    mount_snapfs
+    for FILE in "${kinds[@]}"; do
+        compare cold read_file mount
+        kind_src[$FILE]=${T[src]} kind_mnt[$FILE]=${T[mount]}
+        kind_ratio[$FILE]=${R[mount]} kind_cpu[$FILE]=$CPU
+    done
+    unmount
+    SRC=$SRC_MAIN MOUNTED_REPO=$REPO
+fi
+
 rate() { echo "scale=0; $mib / $1" | bc -l; }
+cpu_per_gib() { echo "$1 * 1024 / $mib" | bc -l | xargs printf '%.2f'; }
 echo
 echo "snapfs mount benchmark: $SIZE file, $FILES small files, $SNAPSHOTS snapshots, median of $RUNS"
 printf '%-34s %12s %12s %8s\n' operation source mount ratio
-printf '%-34s %8s MiB/s %6s MiB/s %8s\n' "cold sequential read" "$(rate "$src_cold")" "$(rate "$mnt_cold")" "$(ratio "$src_cold" "$mnt_cold")x"
-printf '%-34s %8s MiB/s %6s MiB/s %8s\n' "  the same, bare FUSE passthrough" "$(rate "$src_cold")" "$(rate "$pt_cold")" "$(ratio "$src_cold" "$pt_cold")x"
+row_rate() { printf '%-34s %8s MiB/s %6s MiB/s %7.2fx\n' "$1" "$(rate "$2")" "$(rate "$3")" "$4"; }
+# Times: the ratio is the mount's time over the source's.
+row_time() { printf '%-34s %10.2f s %10.2f s %7.2fx\n' "$1" "$2" "$3" "$(echo "1 / $4" | bc -l)"; }
+row_rate "cold sequential read, base64" "$src_cold" "$mnt_cold" "$mnt_cold_ratio"
+row_rate "  the same, bare FUSE passthrough" "$src_cold" "$pt_cold" "$pt_cold_ratio"
 printf '%-34s %31s\n' "  mount / passthrough" "$(ratio "$pt_cold" "$mnt_cold")x"
-printf '%-34s %8s MiB/s %6s MiB/s %8s\n' "warm re-read" "$(rate "$src_warm")" "$(rate "$mnt_warm")" "$(ratio "$src_warm" "$mnt_warm")x"
-printf '%-34s %10.2f s %10.2f s %8s\n' "find, cold (time)" "$src_find" "$mnt_find" "$(ratio "$mnt_find" "$src_find")x"
-printf '%-34s %10.2f s %10.2f s %8s\n' "ls -lR, cold (time)" "$src_ls" "$mnt_ls" "$(ratio "$mnt_ls" "$src_ls")x"
-printf '%-34s %10.2f s %10.2f s %8s\n' "tar cf - | wc -c, cold (rate)" "$src_tar" "$mnt_tar" "$(ratio "$src_tar" "$mnt_tar")x"
+printf '%-34s %25s\n' "  mount CPU (user + system) per GiB" "$(cpu_per_gib "$mnt_cold_cpu") s"
+for FILE in "${kinds[@]}"; do
+    row_rate "  the same, $FILE" "${kind_src[$FILE]}" "${kind_mnt[$FILE]}" "${kind_ratio[$FILE]}"
+    printf '%-34s %25s\n' "    mount CPU per GiB" "$(cpu_per_gib "${kind_cpu[$FILE]}") s"
+done
+row_rate "warm re-read" "$src_warm" "$mnt_warm" "$warm_ratio"
+row_time "find, cold (time)" "$src_find" "$mnt_find" "$find_ratio"
+row_time "ls -lR, cold (time)" "$src_ls" "$mnt_ls" "$ls_ratio"
+printf '%-34s %10.2f s %10.2f s %7.2fx\n' "tar cf - | wc -c, cold (rate)" "$src_tar" "$mnt_tar" "$tar_ratio"
 for jobs in 1 4; do
     read -r s_iops s_p99 <<<"${fio[src$jobs]}"
     read -r m_iops m_p99 <<<"${fio[mount$jobs]}"

@@ -194,7 +194,7 @@ fn find_parent(
     account: &str,
     paths: &[Vec<u8>],
 ) -> Result<Option<SnapshotEntry>> {
-    let snapshots = snapshot::list_warn(repo)?;
+    let snapshots = snapshot::list_warn(repo, Some(account))?;
     Ok(snapshots
         .into_iter()
         .rev()

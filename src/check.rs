@@ -70,7 +70,7 @@ pub fn run(repo: &Repository, read_data: bool) -> Result<CheckReport> {
     for p in repo.index_problems() {
         record(p.object.clone(), p.message.clone());
     }
-    let (snapshots, bad_snapshots) = snapshot::list(repo)?;
+    let (snapshots, bad_snapshots) = snapshot::list(repo, None)?;
     for (name, e) in bad_snapshots {
         record(format!("snapshot {name}"), e.reason());
     }

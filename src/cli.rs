@@ -11,8 +11,9 @@ use std::process::ExitCode;
 use crate::chunker::ChunkerParams;
 use crate::display::{escape_name, human_size, parse_size};
 use crate::error::Error;
+use crate::id::Id;
 use crate::repository::Repository;
-use crate::snapshot::{self, SnapshotEntry, Timestamp};
+use crate::snapshot::{self, Snapshot, SnapshotEntry, Timestamp};
 use crate::{backup, check, forget, ls, mount, prune, restore};
 
 /// Exit codes, documented in the README.
@@ -426,19 +427,15 @@ fn run_backup(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
         lock_wait: args.lock_wait,
     };
     let outcome = backup::run(&repo, &opts)?;
-    let entry = SnapshotEntry {
-        id: outcome.id,
-        snapshot: outcome.snapshot,
-    };
     if g.json {
-        let mut value = snapshot_json(&entry);
+        let mut value = snapshot_json(&outcome.id, &outcome.snapshot);
         value["warnings"] = json!(outcome.warnings);
         println!("{value}");
     } else {
-        let s = &entry.snapshot.summary;
+        let s = &outcome.snapshot.summary;
         println!(
             "snapshot {} saved: {} files ({} unchanged), {} dirs, {} read, {} added ({} stored), {:.1}s{}",
-            entry.id.short(),
+            outcome.id.short(),
             s.files,
             s.files_unchanged,
             s.dirs,
@@ -460,11 +457,10 @@ fn run_backup(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
     })
 }
 
-pub fn snapshot_json(e: &SnapshotEntry) -> serde_json::Value {
-    let s = &e.snapshot;
+pub fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
     json!({
-        "id": e.id.to_hex(),
-        "short_id": e.id.short(),
+        "id": id.to_hex(),
+        "short_id": id.short(),
         "time": s.taken_at().to_rfc3339(),
         "account": s.account,
         "hostname": s.hostname,
@@ -489,12 +485,12 @@ pub fn snapshot_json(e: &SnapshotEntry) -> serde_json::Value {
 
 fn snapshots(g: &Global, account: Option<String>) -> anyhow::Result<u8> {
     let repo = open(g)?;
-    let entries: Vec<SnapshotEntry> = snapshot::list_warn(&repo)?
-        .into_iter()
-        .filter(|e| account.as_ref().is_none_or(|a| &e.snapshot.account == a))
-        .collect();
+    let entries: Vec<SnapshotEntry> = snapshot::list_warn(&repo, account.as_deref())?;
     if g.json {
-        let list: Vec<_> = entries.iter().map(snapshot_json).collect();
+        let list: Vec<_> = entries
+            .iter()
+            .map(|e| snapshot_json(&e.id, &e.snapshot))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(exit::OK);
     }
@@ -523,7 +519,7 @@ fn select(
     selector: &str,
     account: Option<&str>,
 ) -> anyhow::Result<SnapshotEntry> {
-    let entries = snapshot::list_warn(repo)?;
+    let entries = snapshot::list_warn(repo, account)?;
     Ok(snapshot::select(&entries, selector, account)?)
 }
 

@@ -56,7 +56,7 @@ pub fn run(repo: &Repository, opts: &ForgetOptions) -> Result<Vec<Group>> {
         ));
     }
     let mut groups: BTreeMap<(String, Vec<Vec<u8>>), Vec<SnapshotEntry>> = BTreeMap::new();
-    for entry in snapshot::list_warn(repo)? {
+    for entry in snapshot::list_warn(repo, opts.account.as_deref())? {
         if opts
             .account
             .as_ref()
@@ -81,8 +81,7 @@ pub fn run(repo: &Repository, opts: &ForgetOptions) -> Result<Vec<Group>> {
             let time = entry.snapshot.taken_at().to_rfc3339();
             if reasons.is_empty() {
                 if !opts.dry_run {
-                    repo.backend()
-                        .remove(FileType::Snapshot, &entry.id.to_hex())?;
+                    repo.backend().remove(FileType::Snapshot, &entry.file)?;
                 }
                 group.remove.push(Removed {
                     id: entry.id.to_hex(),

@@ -221,7 +221,7 @@ impl LiveSet {
 }
 
 fn mark_live(repo: &Repository, report: &mut PruneReport) -> Result<(LiveSet, usize)> {
-    let (snapshots, damaged) = snapshot::list(repo)?;
+    let (snapshots, damaged) = snapshot::list(repo, None)?;
     if let Some((name, e)) = damaged.first() {
         // A snapshot we cannot read may need anything: deleting is unsafe.
         return Err(Error::corrupt(

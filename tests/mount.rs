@@ -500,7 +500,11 @@ fn a_flipped_byte_in_a_pack_is_eio_for_that_file_only() {
     backup(&repo_path, &src, "2025-06-01T10:00:00Z");
 
     let repo = snapfs::repository::Repository::open(&repo_path).unwrap();
-    let entry = snapfs::snapshot::list(&repo).unwrap().0.pop().unwrap();
+    let entry = snapfs::snapshot::list(&repo, None)
+        .unwrap()
+        .0
+        .pop()
+        .unwrap();
     let node = snapfs::snapshot::resolve(&repo, &entry.snapshot.tree, b"victim").unwrap();
     let loc = repo.locate(&node.content[node.content.len() / 2]).unwrap();
     let hex = loc.pack.to_hex();

@@ -33,7 +33,7 @@ use crate::chunk_cache::ChunkCache;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::mount::acl;
-use crate::repository::backend::FileType;
+use crate::repository::backend;
 use crate::repository::Repository;
 use crate::snapshot::file_reader::FileReader;
 use crate::snapshot::{self, Node, NodeKind, Snapshot, Timestamp, Tree};
@@ -386,23 +386,27 @@ impl SnapshotFs {
 
     /// Show new snapshots and hide the ones whose file is gone.
     ///
-    /// Snapshot files say whose they are only inside, so a mount of one
-    /// account reads every new file once, on several threads (a repository
-    /// shared by 1,000 accounts holds 30,000), and remembers the others' ids.
+    /// A mount of one account lists that account's folder (and files in
+    /// no folder, from layout-1 repositories, where every account's files
+    /// are together); each new file is read once, on several threads, and
+    /// other accounts' are remembered by id.
     fn relist(&self, first: bool) -> Result<()> {
         // A name that is not an id is not a snapshot (`check` reports it).
-        let present: HashSet<Id> = self
-            .repo
-            .list_files(FileType::Snapshot)?
-            .iter()
-            .filter_map(|(name, _)| Id::from_hex(name).ok())
-            .collect();
+        let files: Vec<(String, Id)> =
+            snapshot::list_files(&self.repo, self.opts.account.as_deref())?
+                .into_iter()
+                .filter_map(|(name, _)| {
+                    let id = Id::from_hex(backend::file_of(&name)).ok()?;
+                    Some((name, id))
+                })
+                .collect();
+        let present: HashSet<Id> = files.iter().map(|(_, id)| *id).collect();
         let new: Vec<String> = {
             let known = read(&self.snapshots);
-            present
-                .iter()
-                .filter(|id| !known.by_id.contains_key(id) && !known.skipped.contains(id))
-                .map(Id::to_hex)
+            files
+                .into_iter()
+                .filter(|(_, id)| !known.by_id.contains_key(id) && !known.skipped.contains(id))
+                .map(|(name, _)| name)
                 .collect()
         };
         let mut loaded = Vec::new();
@@ -415,7 +419,7 @@ impl SnapshotFs {
                 Err(Error::NotFound(_)) => {}
                 Err(e) => {
                     tracing::warn!("not showing snapshot {name}: {e}");
-                    skipped.extend(Id::from_hex(&name).ok());
+                    skipped.extend(Id::from_hex(backend::file_of(&name)).ok());
                 }
             }
         }
@@ -1417,7 +1421,9 @@ mod tests {
 
         // Forgotten snapshots vanish; their names are not given to others.
         for id in [new_id, newest] {
-            std::fs::remove_file(fx.repo_path().join("snapshots").join(id.to_hex())).unwrap();
+            let (entries, _) = snapshot::list(&repo, None).unwrap();
+            let file = &entries.iter().find(|e| e.id == id).unwrap().file;
+            std::fs::remove_file(fx.repo_path().join("snapshots").join(file)).unwrap();
         }
         let shown: Vec<String> = fs.snapshot_names().into_iter().map(|(n, _)| n).collect();
         assert_eq!(shown, ["2025-01-02", "2025-01-02_123000"]);
@@ -1467,60 +1473,58 @@ mod tests {
 
     #[test]
     fn an_accounts_mount_among_many_accounts() {
-        let (fx, repo) = fixture();
-        let (_, alice) = backup_at(&repo, &fx.src(), at(2025, 1, 2, 3, 0, 0));
-        let save_as = |account: &str, day: u32| {
-            let snapshot = Snapshot {
-                account: account.into(),
-                time: Timestamp {
-                    secs: at(2025, 1, day, 3, 0, 0),
-                    nanos: 0,
-                },
-                ..alice.clone()
+        // Layout 2 keeps bob's files in his folder: the others' are never
+        // read. Layout 1 keeps all together: each is read once.
+        for (layout, skipped_first, skipped_then) in [(2, 1, 1), (1, 302, 303)] {
+            let (fx, _) = fixture();
+            crate::repository::tests::set_layout(&fx.repo_path(), layout);
+            let repo = Repository::open(&fx.repo_path()).unwrap();
+            let (_, alice) = backup_at(&repo, &fx.src(), at(2025, 1, 2, 3, 0, 0));
+            let save_as = |account: &str, day: u32| {
+                let snapshot = Snapshot {
+                    account: account.into(),
+                    time: Timestamp {
+                        secs: at(2025, 1, day, 3, 0, 0),
+                        nanos: 0,
+                    },
+                    ..alice.clone()
+                };
+                snapshot::save(&repo, &snapshot).unwrap()
             };
-            snapshot::save(&repo, &snapshot).unwrap()
-        };
-        // Enough other accounts' files to be read on several threads.
-        for n in 0..300 {
-            save_as(&format!("user{n}"), 3);
+            // Enough other accounts' files to be read on several threads.
+            for n in 0..300 {
+                save_as(&format!("user{n}"), 3);
+            }
+            let garbage = Id::hash(b"garbage").to_hex();
+            std::fs::write(fx.repo_path().join("snapshots").join(&garbage), b"x").unwrap();
+            save_as("bob", 3);
+
+            let opts = Options {
+                account: Some("bob".into()),
+                ..options()
+            };
+            let fs = SnapshotFs::new(Repository::open(&fx.repo_path()).unwrap(), opts).unwrap();
+            let shown = |fs: &SnapshotFs| -> Vec<String> {
+                fs.snapshot_names().into_iter().map(|(n, _)| n).collect()
+            };
+            let skipped = |fs: &SnapshotFs| read(&fs.snapshots).skipped.len();
+            assert_eq!(shown(&fs), ["2025-01-03"], "layout {layout}");
+            assert_eq!(skipped(&fs), skipped_first, "layout {layout}");
+
+            // Relisting reads only what is new: bob's next backup (and in
+            // layout 1 carol's).
+            save_as("bob", 4);
+            save_as("carol", 4);
+            assert_eq!(shown(&fs), ["2025-01-03", "2025-01-04"]);
+            assert_eq!(skipped(&fs), skipped_then, "layout {layout}");
+            assert_eq!(read_all(&fs, "2025-01-04/big").unwrap(), fx.big);
         }
-        let garbage = Id::hash(b"garbage").to_hex();
-        std::fs::write(fx.repo_path().join("snapshots").join(&garbage), b"x").unwrap();
-        save_as("bob", 3);
-        let files = || {
-            std::fs::read_dir(fx.repo_path().join("snapshots"))
-                .unwrap()
-                .count()
-        };
-        let others = files() - 1;
-
-        let opts = Options {
-            account: Some("bob".into()),
-            ..options()
-        };
-        let fs = SnapshotFs::new(Repository::open(&fx.repo_path()).unwrap(), opts).unwrap();
-        let shown = |fs: &SnapshotFs| -> Vec<String> {
-            fs.snapshot_names().into_iter().map(|(n, _)| n).collect()
-        };
-        assert_eq!(shown(&fs), ["2025-01-03"]);
-        assert_eq!(
-            read(&fs.snapshots).skipped.len(),
-            others,
-            "alice, users, garbage"
-        );
-
-        // Relisting reads only what is new: bob's next backup.
-        save_as("bob", 4);
-        save_as("carol", 4);
-        assert_eq!(shown(&fs), ["2025-01-03", "2025-01-04"]);
-        assert_eq!(read(&fs.snapshots).skipped.len(), others + 1, "and carol");
-        assert_eq!(read_all(&fs, "2025-01-04/big").unwrap(), fx.big);
     }
 
     #[test]
     fn a_damaged_chunk_fails_its_reads_only() {
         let (fx, repo) = fixture();
-        let tree = snapshot::list(&repo).unwrap().0[0].snapshot.tree;
+        let tree = snapshot::list(&repo, None).unwrap().0[0].snapshot.tree;
         let node = snapshot::resolve(&repo, &tree, b"big").unwrap();
         let loc = repo.locate(&node.content[1]).unwrap();
         let hex = loc.pack.to_hex();

@@ -75,7 +75,13 @@ pub trait Backend: Send + Sync {
     ) -> Result<Range<usize>>;
     fn size(&self, kind: FileType, name: &str) -> Result<u64>;
     /// Names and sizes of the complete files of one kind, in no given order.
+    /// Snapshot files may sit one folder deep; their names are then
+    /// `folder/file`.
     fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>>;
+    /// The files of `list` in one folder (`""`: those in no folder), named
+    /// as `list` names them, without listing the others: a mount of one
+    /// account lists its folder every few seconds.
+    fn list_folder(&self, kind: FileType, folder: &str) -> Result<Vec<(String, u64)>>;
     /// Remove a file; a file that is already gone is not an error.
     fn remove(&self, kind: FileType, name: &str) -> Result<()>;
     fn exists(&self, kind: FileType, name: &str) -> Result<bool>;
@@ -85,11 +91,23 @@ pub trait Backend: Send + Sync {
     fn remove_temporary(&self) -> Result<u64>;
 }
 
+/// The folder part of a file name as `Backend::list` gives it (`""` for a
+/// file in no folder).
+pub fn folder_of(name: &str) -> &str {
+    name.rsplit_once('/').map_or("", |(folder, _)| folder)
+}
+
+/// The file part of a name as `Backend::list` gives it.
+pub fn file_of(name: &str) -> &str {
+    name.rsplit_once('/').map_or(name, |(_, file)| file)
+}
+
 /// A repository in a local folder (or anything mounted like one).
 ///
 /// Layout: `config`, `data/<2 hex digits>/<pack id>`, `index/<id>`,
-/// `snapshots/<id>`, `locks/<id>`. Packs are fanned out into 256 folders so
-/// that no folder grows past a few hundred entries per terabyte.
+/// `snapshots/<account folder>/<id>` (`snapshots/<id>` in layout 1),
+/// `locks/<id>`. Packs are fanned out into 256 folders so that no folder
+/// grows past a few hundred entries per terabyte.
 pub struct LocalBackend {
     root: PathBuf,
     /// Set when the file system refused a direct read: buffered from then on.
@@ -162,7 +180,8 @@ impl LocalBackend {
         }
     }
 
-    fn list_dir(dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
+    /// The complete files in `dir`, named `prefix` + their name.
+    fn list_dir(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) -> Result<()> {
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -177,6 +196,11 @@ impl LocalBackend {
             if name.starts_with('.') {
                 continue;
             }
+            // The type comes with the listing on most file systems; only
+            // files need the stat for their size.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             // Removed between readdir and stat (forget, prune, a released
             // lock): not part of the listing.
             let meta = match entry.metadata() {
@@ -185,10 +209,29 @@ impl LocalBackend {
                 Err(e) => return Err(Error::io(entry.path(), e)),
             };
             if meta.is_file() {
-                out.push((name.to_string(), meta.len()));
+                out.push((format!("{prefix}{name}"), meta.len()));
             }
         }
         Ok(())
+    }
+
+    /// The sub-folders of `dir` (packs' fan-out, snapshots' accounts).
+    fn folders(dir: &Path) -> Result<Vec<String>> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.at(dir)?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !name.starts_with('.') && entry.file_type().at(entry.path())?.is_dir() {
+                out.push(name.to_string());
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -277,6 +320,10 @@ impl Backend for LocalBackend {
         if let Some(dir) = path.parent() {
             if !dir.exists() {
                 fs::create_dir_all(dir).at(dir)?;
+                // The new folder's entry must be as durable as the file.
+                if let Some(parent) = dir.parent() {
+                    sync_dir(parent)?;
+                }
             }
         }
         write_atomic(&path, data)
@@ -328,19 +375,37 @@ impl Backend for LocalBackend {
             }
             FileType::Pack => {
                 let data = self.dir(kind);
-                let fans = match fs::read_dir(&data) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-                    Err(e) => return Err(Error::io(&data, e)),
-                };
-                for fan in fans {
-                    let fan = fan.at(&data)?;
-                    if fan.file_type().at(fan.path())?.is_dir() {
-                        Self::list_dir(&fan.path(), &mut out)?;
-                    }
+                for fan in Self::folders(&data)? {
+                    Self::list_dir(&data.join(fan), "", &mut out)?;
                 }
             }
-            _ => Self::list_dir(&self.dir(kind), &mut out)?,
+            FileType::Snapshot => {
+                let dir = self.dir(kind);
+                Self::list_dir(&dir, "", &mut out)?;
+                for folder in Self::folders(&dir)? {
+                    Self::list_dir(&dir.join(&folder), &format!("{folder}/"), &mut out)?;
+                }
+            }
+            _ => Self::list_dir(&self.dir(kind), "", &mut out)?,
+        }
+        Ok(out)
+    }
+
+    fn list_folder(&self, kind: FileType, folder: &str) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        match (kind, folder) {
+            // Not a folder this backend makes: nothing in it.
+            (_, f) if f.contains('/') || f.starts_with('.') => {}
+            (FileType::Snapshot, "") => Self::list_dir(&self.dir(kind), "", &mut out)?,
+            (FileType::Snapshot, folder) => Self::list_dir(
+                &self.dir(kind).join(folder),
+                &format!("{folder}/"),
+                &mut out,
+            )?,
+            _ => {
+                out = self.list(kind)?;
+                out.retain(|(name, _)| folder_of(name) == folder);
+            }
         }
         Ok(out)
     }
@@ -360,11 +425,15 @@ impl Backend for LocalBackend {
 
     fn remove_temporary(&self) -> Result<u64> {
         // Not locks/: processes waiting for the lock keep writing there.
+        let snapshots = self.dir(FileType::Snapshot);
         let mut dirs = vec![
             self.root.clone(),
             self.dir(FileType::Index),
-            self.dir(FileType::Snapshot),
+            snapshots.clone(),
         ];
+        for folder in Self::folders(&snapshots)? {
+            dirs.push(snapshots.join(folder));
+        }
         if let Ok(fans) = fs::read_dir(self.dir(FileType::Pack)) {
             dirs.extend(fans.flatten().map(|f| f.path()));
         }
@@ -490,6 +559,37 @@ mod tests {
         }
         stop.store(true, Ordering::Relaxed);
         churn.join().unwrap();
+    }
+
+    #[test]
+    fn snapshot_files_may_sit_in_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        backend.create().unwrap();
+        backend.write(FileType::Snapshot, "flat", b"1").unwrap();
+        backend
+            .write(FileType::Snapshot, "alice/a1", b"22")
+            .unwrap();
+        backend.write(FileType::Snapshot, "bob/b1", b"333").unwrap();
+        fs::write(dir.path().join("snapshots/alice/.tmp-a2-1-1"), b"").unwrap();
+        let mut all = backend.list(FileType::Snapshot).unwrap();
+        all.sort();
+        let named = |n: &str, len| (n.to_string(), len);
+        assert_eq!(
+            all,
+            [named("alice/a1", 2), named("bob/b1", 3), named("flat", 1)]
+        );
+        let folder = |f| backend.list_folder(FileType::Snapshot, f).unwrap();
+        assert_eq!(folder("alice"), [named("alice/a1", 2)]);
+        assert_eq!(folder(""), [named("flat", 1)]);
+        assert!(folder("carol").is_empty());
+        assert!(folder("../index").is_empty());
+        assert!(folder(".").is_empty());
+        assert_eq!(backend.read(FileType::Snapshot, "bob/b1").unwrap(), b"333");
+        backend.remove(FileType::Snapshot, "bob/b1").unwrap();
+        assert!(folder("bob").is_empty());
+        assert_eq!(backend.remove_temporary().unwrap(), 1, "in a folder too");
+        assert_eq!(folder("alice"), [named("alice/a1", 2)]);
     }
 
     #[test]

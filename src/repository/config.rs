@@ -9,6 +9,18 @@ use crate::repository::encoding;
 
 pub const CONFIG_MAGIC: &[u8; 8] = b"SNAPFSCF";
 
+/// The repository layout this build creates, written as the version in the
+/// config's envelope (the other files keep `encoding::FORMAT_VERSION`):
+/// - 1: snapshot files directly in `snapshots/`;
+/// - 2: each in the folder of its account, `snapshots/<folder>/<id>`, so
+///   that one account's snapshots are found without reading everyone's.
+///
+/// Why the config carries it: every command reads the config first, so a
+/// snapfs that knows only layout 1 refuses a layout-2 repository instead
+/// of missing the snapshots in folders (its prune would free everything
+/// they reference).
+pub const LAYOUT_VERSION: u32 = 2;
+
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
@@ -23,6 +35,10 @@ pub struct Config {
     pub zstd_level: i32,
     /// The retention policy `forget` applies when given none.
     pub retention: Retention,
+    /// The layout version (`LAYOUT_VERSION`): the envelope's version, not
+    /// part of the record.
+    #[serde(skip)]
+    pub layout: u32,
 }
 
 /// Which snapshots `forget` keeps; `None` means "this rule keeps nothing".
@@ -61,15 +77,24 @@ impl Config {
             pack_size: DEFAULT_PACK_SIZE,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             retention: Retention::thirty_days(),
+            layout: LAYOUT_VERSION,
         }
     }
 
+    /// Whether snapshot files live in a folder per account (layout 2).
+    pub fn snapshot_folders(&self) -> bool {
+        self.layout >= 2
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        encoding::encode(CONFIG_MAGIC, self)
+        encoding::encode_versioned(CONFIG_MAGIC, self.layout, self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Config> {
-        let config: Config = encoding::decode(CONFIG_MAGIC, "config", bytes)?;
+        let (layout, body) =
+            encoding::open_envelope_upto(CONFIG_MAGIC, "config", bytes, LAYOUT_VERSION)?;
+        let mut config: Config = encoding::decode_body("config", body)?;
+        config.layout = layout;
         config.chunker.validate()?;
         Ok(config)
     }
@@ -83,5 +108,21 @@ mod tests {
     fn round_trip() {
         let config = Config::new(ChunkerParams::default());
         assert_eq!(Config::decode(&config.encode()).unwrap(), config);
+    }
+
+    #[test]
+    fn the_layout_is_the_envelope_version() {
+        let mut config = Config::new(ChunkerParams::default());
+        assert_eq!(config.encode()[8..12], LAYOUT_VERSION.to_le_bytes());
+        config.layout = 1;
+        let old = Config::decode(&config.encode()).unwrap();
+        assert_eq!(old.layout, 1);
+        assert!(!old.snapshot_folders());
+        let mut future = config.encode();
+        future[8] = LAYOUT_VERSION as u8 + 1;
+        assert!(matches!(
+            Config::decode(&future),
+            Err(crate::error::Error::Unsupported(_))
+        ));
     }
 }

@@ -12,9 +12,15 @@ use crate::error::{Error, Result};
 pub const FORMAT_VERSION: u32 = 1;
 
 pub fn encode<T: Serialize>(magic: &[u8; 8], value: &T) -> Vec<u8> {
+    encode_versioned(magic, FORMAT_VERSION, value)
+}
+
+/// `encode` with another version in the envelope (the config's is the
+/// repository's layout version, see `config::LAYOUT_VERSION`).
+pub fn encode_versioned<T: Serialize>(magic: &[u8; 8], version: u32, value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(magic);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     // postcard only fails on types it cannot represent (none of ours) or on a
     // full fixed buffer (we write to a Vec), so a failure is a programming error.
     postcard::to_extend(value, out).expect("postcard encodes every snapfs record")
@@ -25,6 +31,16 @@ pub fn open_envelope<'a>(
     magic: &[u8; 8],
     object: &str,
     bytes: &'a [u8],
+) -> Result<(u32, &'a [u8])> {
+    open_envelope_upto(magic, object, bytes, FORMAT_VERSION)
+}
+
+/// `open_envelope` for a record whose versions go up to `newest`.
+pub fn open_envelope_upto<'a>(
+    magic: &[u8; 8],
+    object: &str,
+    bytes: &'a [u8],
+    newest: u32,
 ) -> Result<(u32, &'a [u8])> {
     if bytes.len() < 12 {
         return Err(Error::corrupt(
@@ -42,9 +58,9 @@ pub fn open_envelope<'a>(
         ));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version == 0 || version > FORMAT_VERSION {
+    if version == 0 || version > newest {
         return Err(Error::Unsupported(format!(
-            "{object} has format version {version}; this snapfs reads versions 1 to {FORMAT_VERSION}"
+            "{object} has format version {version}; this snapfs reads versions 1 to {newest}"
         )));
     }
     Ok((version, &bytes[12..]))

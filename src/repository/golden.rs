@@ -130,8 +130,18 @@ fn golden_config() {
         pack_size: 16 << 20,
         zstd_level: 3,
         retention: Retention::thirty_days(),
+        layout: 1,
     };
     assert_eq!(hex(&config.encode()), GOLDEN_CONFIG);
+    // Layout 2 changes the envelope's version only.
+    let v2 = Config {
+        layout: 2,
+        ..config
+    };
+    assert_eq!(
+        hex(&v2.encode()),
+        GOLDEN_CONFIG.replacen("01000000", "02000000", 1)
+    );
 }
 
 #[test]

@@ -4,6 +4,13 @@
 //! the name is the snapshot's id and a snapshot can never change. Writing it
 //! is the last step of a backup: it becomes visible only once everything it
 //! references is durable.
+//!
+//! Snapshot files sit in a folder per account (`snapshots/alice/<id>`;
+//! directly in `snapshots/` in repositories of layout 1): a backup looking
+//! for its parent and a mount of one account's backups read that account's
+//! files only, not the 30,000 of a server with 1,000 accounts. The folder
+//! is where files are put, not what they mean: readers still check the
+//! account inside.
 
 pub mod file_reader;
 pub mod tree;
@@ -13,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::repository::backend::FileType;
+use crate::repository::backend::{self, FileType};
 use crate::repository::{encoding, Repository};
 pub use tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 
@@ -96,33 +103,63 @@ impl Snapshot {
     }
 }
 
-/// A snapshot and its id.
+/// A snapshot, its id and its file.
 #[derive(Clone, Debug)]
 pub struct SnapshotEntry {
     pub id: Id,
     pub snapshot: Snapshot,
+    /// Its name in the repository's snapshot files (`alice/<id>`, or `<id>`
+    /// in layout 1): what `forget` removes.
+    pub file: String,
+}
+
+/// The folder of an account's snapshot files: the account's name, with
+/// every byte but ASCII letters, digits, `_`, `-` and an inner `.` written
+/// `%XX` (an empty name is `%`). Names longer than 100 bytes that way are
+/// `~` and a hash instead.
+pub fn account_folder(account: &str) -> String {
+    let mut folder = String::with_capacity(account.len());
+    for (i, b) in account.bytes().enumerate() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' => folder.push(b as char),
+            b'.' if i > 0 => folder.push('.'),
+            _ => folder.push_str(&format!("%{b:02X}")),
+        }
+    }
+    if folder.is_empty() {
+        return "%".into();
+    }
+    if folder.len() > 100 {
+        return format!("~{}", &Id::hash(account.as_bytes()).to_hex()[..32]);
+    }
+    folder
 }
 
 /// Write a snapshot record; returns its id. Call only after the packer has
 /// flushed everything the snapshot references.
 pub fn save(repo: &Repository, snapshot: &Snapshot) -> Result<Id> {
-    repo.write_verified(FileType::Snapshot, &snapshot.encode())
-}
-
-pub fn load(repo: &Repository, id: &Id) -> Result<Snapshot> {
-    let name = id.to_hex();
-    let bytes = repo.read_verified(FileType::Snapshot, &name)?;
-    Snapshot::decode(&name, &bytes)
+    let bytes = snapshot.encode();
+    let id = Id::hash(&bytes);
+    let file = if repo.config().snapshot_folders() {
+        format!("{}/{id}", account_folder(&snapshot.account))
+    } else {
+        id.to_hex()
+    };
+    repo.backend().write(FileType::Snapshot, &file, &bytes)?;
+    Ok(id)
 }
 
 /// A snapshot file that could not be read: its name and why.
 pub type DamagedSnapshot = (String, Error);
 
-/// Every readable snapshot, oldest first, and the damaged ones separately:
-/// one garbage snapshot file must not hide the others.
-pub fn list(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Vec<DamagedSnapshot>)> {
-    let names: Vec<String> = repo
-        .list_files(FileType::Snapshot)?
+/// Every readable snapshot, of one account or of all, oldest first, and
+/// the damaged ones separately: one garbage snapshot file must not hide
+/// the others.
+pub fn list(
+    repo: &Repository,
+    account: Option<&str>,
+) -> Result<(Vec<SnapshotEntry>, Vec<DamagedSnapshot>)> {
+    let names: Vec<String> = list_files(repo, account)?
         .into_iter()
         .map(|(name, _)| name)
         .collect();
@@ -130,7 +167,10 @@ pub fn list(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Vec<DamagedSnapsho
     let mut bad = Vec::new();
     for (name, entry) in load_many(repo, &names) {
         match entry {
-            Ok(entry) => good.push(entry),
+            Ok(entry) if account.is_none_or(|a| entry.snapshot.account == a) => good.push(entry),
+            // Another account's, from a folder shared by two names or from
+            // layout 1, where every account's files are in one folder.
+            Ok(_) => {}
             // Forgotten while we listed: gone, not damaged.
             Err(Error::NotFound(_)) => {}
             Err(e) => bad.push((name, e)),
@@ -138,6 +178,18 @@ pub fn list(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Vec<DamagedSnapsho
     }
     good.sort_by_key(|e| (e.snapshot.time, e.id));
     Ok((good, bad))
+}
+
+/// The snapshot files that may hold `account`'s snapshots (its folder, and
+/// those in no folder, from layout 1), or all of them.
+pub fn list_files(repo: &Repository, account: Option<&str>) -> Result<Vec<(String, u64)>> {
+    let backend = repo.backend();
+    let Some(account) = account else {
+        return backend.list(FileType::Snapshot);
+    };
+    let mut files = backend.list_folder(FileType::Snapshot, "")?;
+    files.extend(backend.list_folder(FileType::Snapshot, &account_folder(account))?);
+    Ok(files)
 }
 
 /// Threads reading snapshot files at most.
@@ -191,17 +243,20 @@ pub fn load_many(repo: &Repository, names: &[String]) -> Vec<(String, Result<Sna
 }
 
 fn load_named(repo: &Repository, name: &str) -> Result<SnapshotEntry> {
-    let id = Id::from_hex(name)
+    let id = Id::from_hex(backend::file_of(name))
         .map_err(|_| Error::corrupt(format!("snapshot {name}"), "name is not an id"))?;
+    let bytes = repo.read_verified(FileType::Snapshot, name)?;
     Ok(SnapshotEntry {
         id,
-        snapshot: load(repo, &id)?,
+        snapshot: Snapshot::decode(name, &bytes)?,
+        file: name.to_string(),
     })
 }
 
-/// Every readable snapshot, warning about damaged ones on stderr.
-pub fn list_warn(repo: &Repository) -> Result<Vec<SnapshotEntry>> {
-    let (good, bad) = list(repo)?;
+/// Every readable snapshot, of one account or of all, warning about
+/// damaged ones on stderr.
+pub fn list_warn(repo: &Repository, account: Option<&str>) -> Result<Vec<SnapshotEntry>> {
+    let (good, bad) = list(repo, account)?;
     for (_, e) in bad {
         tracing::warn!("{e}");
     }
@@ -314,7 +369,11 @@ mod tests {
         };
         let mut id = Id::hash(&[n]);
         id.0[0] = n; // predictable prefixes
-        SnapshotEntry { id, snapshot }
+        SnapshotEntry {
+            id,
+            snapshot,
+            file: id.to_hex(),
+        }
     }
 
     #[test]
@@ -363,11 +422,67 @@ mod tests {
             .write(FileType::Snapshot, &garbage.to_hex(), b"garbage")
             .unwrap();
 
-        let (good, bad) = list(&repo).unwrap();
+        let (good, bad) = list(&repo, None).unwrap();
         let listed: Vec<Id> = good.iter().map(|e| e.id).collect();
         assert_eq!(listed, saved, "every snapshot, oldest first");
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].0, garbage.to_hex());
+    }
+
+    #[test]
+    fn account_folders_are_plain_names_or_escaped() {
+        assert_eq!(account_folder("alice"), "alice");
+        assert_eq!(account_folder("web-1_a.b"), "web-1_a.b");
+        assert_eq!(account_folder(".hidden"), "%2Ehidden");
+        assert_eq!(account_folder(".."), "%2E.");
+        assert_eq!(account_folder("a/b"), "a%2Fb");
+        assert_eq!(account_folder("%"), "%25");
+        assert_eq!(account_folder(""), "%");
+        assert_eq!(account_folder("j\u{f6}rg"), "j%C3%B6rg");
+        assert_eq!(account_folder("a\nb"), "a%0Ab");
+        assert_eq!(account_folder(&"x".repeat(100)), "x".repeat(100));
+        let long = account_folder(&"x".repeat(101));
+        assert!(long.starts_with('~') && long.len() == 33, "{long}");
+        assert_ne!(long, account_folder(&"x".repeat(102)));
+    }
+
+    #[test]
+    fn an_accounts_snapshots_are_read_from_its_folder_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo =
+            Repository::init(dir.path(), crate::chunker::tests::small_params(), None).unwrap();
+        let a = save(&repo, &entry(0, 1, "alice").snapshot).unwrap();
+        let b = save(&repo, &entry(0, 2, "bob").snapshot).unwrap();
+        assert!(dir
+            .path()
+            .join("snapshots/alice")
+            .join(a.to_hex())
+            .is_file());
+        // Garbage in bob's folder: alice's listing never opens it.
+        std::fs::write(dir.path().join("snapshots/bob/garbage"), b"x").unwrap();
+
+        let (alice, bad) = list(&repo, Some("alice")).unwrap();
+        assert_eq!(alice.iter().map(|e| e.id).collect::<Vec<_>>(), [a]);
+        assert_eq!(alice[0].file, format!("alice/{a}"));
+        assert!(bad.is_empty(), "{bad:?}");
+        let (all, bad) = list(&repo, None).unwrap();
+        assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), [a, b]);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0, "bob/garbage");
+    }
+
+    #[test]
+    fn layout_1_keeps_every_snapshot_in_one_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        Repository::init(dir.path(), crate::chunker::tests::small_params(), None).unwrap();
+        crate::repository::tests::set_layout(dir.path(), 1);
+        let repo = Repository::open(dir.path()).unwrap();
+        let a = save(&repo, &entry(0, 1, "alice").snapshot).unwrap();
+        save(&repo, &entry(0, 2, "bob").snapshot).unwrap();
+        assert!(dir.path().join("snapshots").join(a.to_hex()).is_file());
+        let (alice, _) = list(&repo, Some("alice")).unwrap();
+        assert_eq!(alice.iter().map(|e| e.id).collect::<Vec<_>>(), [a]);
+        assert_eq!(alice[0].file, a.to_hex());
     }
 
     #[test]

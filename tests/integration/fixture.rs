@@ -53,6 +53,38 @@ fn format_v1_repository_stays_readable() {
             }
         }
     }
+
+    // A backup into it keeps layout 1 (the snapshot file directly in
+    // snapshots/, no account folder) and is the account's newest.
+    let before = fs::read_dir(repo.join("snapshots")).unwrap().count();
+    let source = fixture.join("source-day2");
+    let out = snapfs(
+        &repo,
+        &[
+            "backup",
+            "--account",
+            "fixture",
+            "--time",
+            "2026-11-25T00:00:00Z",
+            source.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<_> = fs::read_dir(repo.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    assert_eq!(files.len(), before + 1);
+    assert!(files.iter().all(|e| e.file_type().unwrap().is_file()));
+    let out = snapfs(&repo, &["snapshots", "--account", "fixture", "--json"]);
+    let snaps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 3);
+    assert_eq!(snaps[2]["time"], "2026-11-25T00:00:00+00:00");
+    assert_eq!(snapfs(&repo, &["check"]).status.code(), Some(0));
 }
 
 fn copy_dir(from: &Path, to: &Path) {

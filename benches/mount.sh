@@ -276,6 +276,7 @@ if [ "$KINDS" = 1 ]; then
     kinds=(random.bin dump.sql)
     SRC_MAIN=$SRC
     SRC=$KINDS_SRC MOUNTED_REPO=$KINDS_REPO
+    PHASE="other kinds"
     mount_snapfs
     for FILE in "${kinds[@]}"; do
         compare cold read_file mount

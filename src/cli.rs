@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::id::Id;
 use crate::repository::Repository;
 use crate::snapshot::{self, Snapshot, SnapshotEntry, Timestamp};
-use crate::{backup, check, forget, ls, mount, prune, restore};
+use crate::{backup, check, forget, ls, migrate, mount, prune, restore};
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -97,6 +97,13 @@ enum Command {
         /// Show what would be deleted without deleting.
         #[arg(long)]
         dry_run: bool,
+        /// How long to wait for running backups, e.g. 30m.
+        #[arg(long, default_value = "2h", value_parser = parse_wait)]
+        lock_wait: std::time::Duration,
+    },
+    /// Move a repository made by snapfs 0.1 to layout 2 (snapshot files
+    /// in a folder per account); safe to interrupt and run again.
+    Migrate {
         /// How long to wait for running backups, e.g. 30m.
         #[arg(long, default_value = "2h", value_parser = parse_wait)]
         lock_wait: std::time::Duration,
@@ -302,8 +309,26 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             dry_run,
             lock_wait,
         } => run_prune(g, &max_unused, dry_run, lock_wait),
+        Command::Migrate { lock_wait } => run_migrate(g, lock_wait),
         Command::Unlock { all } => run_unlock(g, all),
     }
+}
+
+fn run_migrate(g: &Global, lock_wait: std::time::Duration) -> anyhow::Result<u8> {
+    let repo = Repository::open_without_index(&repo_path(g))?;
+    let report = migrate::run(&repo, lock_wait)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "layout {} -> {}: {} snapshot files moved into account folders",
+            report.layout_before, report.layout_after, report.moved
+        );
+        for name in &report.left_unreadable {
+            println!("left in place, not a readable snapshot: {name} (see `snapfs check`)");
+        }
+    }
+    Ok(exit::OK)
 }
 
 fn run_mount(g: &Global, args: MountArgs) -> anyhow::Result<u8> {

@@ -6,7 +6,7 @@
 //! Each layer uses only the ones below it:
 //!
 //! ```text
-//! cli ─┬─ backup restore check ls forget prune mount (snapshot_fs → fuse)
+//! cli ─┬─ backup restore check ls forget prune migrate mount (snapshot_fs → fuse)
 //!      │      \        |       |    |    |      |      /
 //!      │       snapshot (Snapshot records, Tree/Node, FileReader)
 //!      │                |
@@ -22,7 +22,8 @@
 //!   a snapshot names a root tree, a [`snapshot::file_reader::FileReader`]
 //!   gives random access to a file's content.
 //! - The commands ([`backup`], [`restore`], [`check`], [`ls`], [`forget`],
-//!   [`prune`], [`mount`]) are one module each, named like the command;
+//!   [`prune`], [`migrate`], [`mount`]) are one module each, named like the
+//!   command;
 //!   [`retention`] is `forget`'s policy as a pure function.
 //!
 //! # Backup data flow
@@ -73,8 +74,8 @@
 //! renamed. Backups hold a shared lock and prune an exclusive one
 //! ([`repository::lock`]); readers take none. ¹ `check` may report a running
 //! backup's or prune's packs as unreferenced. ² A reader whose blob was
-//! moved by prune reloads the index and finds it. The protocol is in
-//! docs/FORMAT.md.
+//! moved by prune reloads the index and finds it. `migrate` runs like
+//! prune (exclusive). The protocol is in docs/FORMAT.md.
 
 pub mod backup;
 pub mod buffer_pool;
@@ -89,6 +90,7 @@ pub mod id;
 pub mod logging;
 pub mod ls;
 pub mod metadata;
+pub mod migrate;
 pub mod mount;
 pub mod progress;
 pub mod prune;

@@ -84,6 +84,9 @@ pub trait Backend: Send + Sync {
     fn list_folder(&self, kind: FileType, folder: &str) -> Result<Vec<(String, u64)>>;
     /// Remove a file; a file that is already gone is not an error.
     fn remove(&self, kind: FileType, name: &str) -> Result<()>;
+    /// Atomically move file `from` to `to` (another folder, say), replacing
+    /// `to`; durable when this returns.
+    fn rename(&self, kind: FileType, from: &str, to: &str) -> Result<()>;
     fn exists(&self, kind: FileType, name: &str) -> Result<bool>;
     /// Remove temporary files left by interrupted writes; only safe while
     /// no other process writes (prune holds the exclusive lock). Returns
@@ -215,6 +218,19 @@ impl LocalBackend {
         Ok(())
     }
 
+    /// Create `dir` if it is missing, durably: its entry in its parent must
+    /// last as long as the file about to be put in it.
+    fn make_folder(&self, dir: &Path) -> Result<()> {
+        if dir.exists() {
+            return Ok(());
+        }
+        fs::create_dir_all(dir).at(dir)?;
+        match dir.parent() {
+            Some(parent) => sync_dir(parent),
+            None => Ok(()),
+        }
+    }
+
     /// The sub-folders of `dir` (packs' fan-out, snapshots' accounts).
     fn folders(dir: &Path) -> Result<Vec<String>> {
         let entries = match fs::read_dir(dir) {
@@ -317,15 +333,7 @@ impl Backend for LocalBackend {
 
     fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()> {
         let path = self.path(kind, name);
-        if let Some(dir) = path.parent() {
-            if !dir.exists() {
-                fs::create_dir_all(dir).at(dir)?;
-                // The new folder's entry must be as durable as the file.
-                if let Some(parent) = dir.parent() {
-                    sync_dir(parent)?;
-                }
-            }
-        }
+        self.make_folder(path.parent().unwrap_or(Path::new(".")))?;
         write_atomic(&path, data)
     }
 
@@ -417,6 +425,15 @@ impl Backend for LocalBackend {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(&path, e)),
         }
+    }
+
+    fn rename(&self, kind: FileType, from: &str, to: &str) -> Result<()> {
+        let (from, to) = (self.path(kind, from), self.path(kind, to));
+        let to_dir = to.parent().unwrap_or(Path::new("."));
+        self.make_folder(to_dir)?;
+        fs::rename(&from, &to).at(&from)?;
+        sync_dir(to_dir)?;
+        sync_dir(from.parent().unwrap_or(Path::new(".")))
     }
 
     fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
@@ -590,6 +607,14 @@ mod tests {
         assert!(folder("bob").is_empty());
         assert_eq!(backend.remove_temporary().unwrap(), 1, "in a folder too");
         assert_eq!(folder("alice"), [named("alice/a1", 2)]);
+
+        backend
+            .rename(FileType::Snapshot, "flat", "carol/flat")
+            .unwrap();
+        assert!(folder("").is_empty());
+        assert_eq!(folder("carol"), [named("carol/flat", 1)]);
+        let err = backend.rename(FileType::Snapshot, "gone", "carol/gone");
+        assert!(err.is_err(), "a missing file is an error");
     }
 
     #[test]

@@ -85,6 +85,42 @@ fn format_v1_repository_stays_readable() {
     assert_eq!(snaps.as_array().unwrap().len(), 3);
     assert_eq!(snaps[2]["time"], "2026-11-25T00:00:00+00:00");
     assert_eq!(snapfs(&repo, &["check"]).status.code(), Some(0));
+
+    // `migrate` moves the three into the account's folder (layout 2).
+    let out = snapfs(&repo, &["migrate", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["moved"], 3);
+    assert_eq!(report["layout_after"], 2);
+    assert_eq!(
+        fs::read_dir(repo.join("snapshots/fixture"))
+            .unwrap()
+            .count(),
+        3
+    );
+    let out = snapfs(&repo, &["snapshots", "--account", "fixture", "--json"]);
+    let after: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(after, snaps);
+    assert_eq!(snapfs(&repo, &["check"]).status.code(), Some(0));
+    let target = dir.path().join("after-migrate");
+    let out = snapfs(
+        &repo,
+        &[
+            "restore",
+            "2026-11-23",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        walk(&target).len(),
+        walk(&fixture.join("source-day1")).len()
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {

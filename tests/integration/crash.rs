@@ -85,3 +85,82 @@ fn sigkill_during_backup_keeps_earlier_snapshots() {
     let restored = t.restore("latest");
     assert_same_tree(&source, &restored);
 }
+
+/// SIGKILL `migrate` part-way through a thousand snapshot files, several
+/// times: after each kill every snapshot is listed exactly once and the
+/// repository checks clean; a last run finishes the move.
+#[test]
+fn sigkill_during_migrate_loses_no_snapshot() {
+    use snapfs::repository::backend::{Backend, FileType, LocalBackend};
+    use snapfs::repository::Repository;
+    use snapfs::snapshot::{self, Snapshot};
+
+    let t = TestRepo::new();
+    let source = t.path("src");
+    fs::create_dir_all(&source).unwrap();
+    fs::write(source.join("file"), random_bytes(100_000, 7)).unwrap();
+    t.backup(&source, "2026-11-20 02:00:00");
+
+    // Back to layout 1, as snapfs 0.1 made it, with many accounts' files.
+    let repo = Repository::open(&t.repo).unwrap();
+    let mut config = repo.config().clone();
+    config.layout = 1;
+    LocalBackend::new(&t.repo)
+        .write(FileType::Config, "config", &config.encode())
+        .unwrap();
+    let repo = Repository::open(&t.repo).unwrap();
+    let first: Snapshot = snapshot::list(&repo, None).unwrap().0[0].snapshot.clone();
+    fs::remove_dir_all(t.repo.join("snapshots")).unwrap();
+    fs::create_dir(t.repo.join("snapshots")).unwrap();
+    let total = 1000;
+    for n in 0..total {
+        let mut s = first.clone();
+        s.account = format!("account{}", n % 100);
+        s.time.secs += n as i64;
+        snapshot::save(&repo, &s).unwrap();
+    }
+    let in_no_folder = || {
+        fs::read_dir(t.repo.join("snapshots"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file())
+            .count()
+    };
+    assert_eq!(in_no_folder(), total);
+
+    let mut killed_mid_way = 0;
+    for delay_ms in [30, 60, 120, 240] {
+        let mut child = Command::new(BIN)
+            .arg("migrate")
+            .env("SNAPFS_REPO", &t.repo)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let left = in_no_folder();
+        if left > 0 && left < total {
+            killed_mid_way += 1;
+        }
+        // A killed migrate leaves its lock behind, like a killed prune.
+        t.ok(&["unlock", "--all"]);
+        assert_eq!(t.snapshots().len(), total, "after a kill at {delay_ms} ms");
+        let check = t.run(&["check"]);
+        assert_eq!(
+            check.status.code(),
+            Some(0),
+            "check after a kill at {delay_ms} ms:\n{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+    }
+    assert!(killed_mid_way >= 1, "no kill hit a running migrate");
+    t.ok(&["migrate"]);
+    assert_eq!(in_no_folder(), 0);
+    assert_eq!(t.snapshots().len(), total);
+    let restored = t.restore("latest");
+    assert_eq!(
+        fs::read(restored.join("file")).unwrap(),
+        fs::read(source.join("file")).unwrap()
+    );
+}

@@ -4,7 +4,8 @@
 //! - `roundtrip`:  every node type, odd names, sparse and multi-chunk files,
 //!   metadata; `ls`, `snapshots` and selectors.
 //! - `dedup`:      re-backups and small edits add almost nothing.
-//! - `crash`:      SIGKILL during backup never harms earlier snapshots.
+//! - `crash`:      SIGKILL during backup never harms earlier snapshots, and
+//!   during migrate never loses one.
 //! - `corruption`: damaged repositories give clear errors, never panics,
 //!   and undamaged snapshots keep working.
 //! - `concurrent`: backups running at the same time lose nothing.

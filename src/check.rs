@@ -33,6 +33,9 @@ pub struct CheckReport {
     pub damage: Vec<Damage>,
     /// Packs that nothing references: left by an interrupted backup.
     pub unreferenced_packs: Vec<String>,
+    /// Snapshot files outside their account's folder (an interrupted
+    /// `migrate`, a copy by hand): not damage, `migrate` moves them.
+    pub misplaced_snapshots: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,6 +78,11 @@ pub fn run(repo: &Repository, read_data: bool) -> Result<CheckReport> {
         record(format!("snapshot {name}"), e.reason());
     }
     report.snapshots = snapshots.len();
+    report.misplaced_snapshots = snapshots
+        .iter()
+        .filter(|e| !e.is_in_place(repo))
+        .map(|e| e.file.clone())
+        .collect();
 
     // Packs: present, headers readable and consistent with the index.
     let files: HashSet<Id> = repo

@@ -634,6 +634,11 @@ fn run_check(g: &Global, read_data: bool) -> anyhow::Result<u8> {
         for p in &report.unreferenced_packs {
             println!("unreferenced pack {p} (left by an interrupted backup; prune removes it)");
         }
+        for f in &report.misplaced_snapshots {
+            println!(
+                "snapshot file {f} is not in its account's folder (`snapfs migrate` moves it)"
+            );
+        }
         println!(
             "checked {} snapshots, {} trees, {} packs{}: {}",
             report.snapshots,

@@ -5,7 +5,8 @@
 //! 1. the config says layout 2 first, so that an older snapfs refuses the
 //!    repository before any file has moved (it would not see the moved
 //!    ones, and its prune would free their data);
-//! 2. then each snapshot file is renamed into its account's folder.
+//! 2. then each snapshot file not in its account's folder is renamed
+//!    into it.
 //!
 //! snapfs reads both layouts, so a migration cut off half-way leaves a
 //! repository that works, and running it again finishes the job. It holds
@@ -17,7 +18,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::repository::backend::FileType;
+use crate::repository::backend::{self, FileType};
 use crate::repository::config::LAYOUT_VERSION;
 use crate::repository::lock::{Lock, LockKind};
 use crate::repository::Repository;
@@ -30,8 +31,8 @@ pub struct MigrateReport {
     pub layout_after: u32,
     /// Snapshot files moved into account folders.
     pub moved: u64,
-    /// Files in no folder that are not readable snapshots, left where they
-    /// are (`check` names them).
+    /// Snapshot files that cannot be read, left where they are (`check`
+    /// names them).
     pub left_unreadable: Vec<String>,
 }
 
@@ -53,8 +54,10 @@ pub fn run(repo: &Repository, lock_wait: Duration) -> Result<MigrateReport> {
         config.layout = LAYOUT_VERSION;
         backend.write(FileType::Config, "config", &config.encode())?;
     }
+    // Every file, not only those in no folder: one in another account's
+    // folder (copied there by hand) is moved too.
     let names: Vec<String> = backend
-        .list_folder(FileType::Snapshot, "")?
+        .list(FileType::Snapshot)?
         .into_iter()
         .map(|(name, _)| name)
         .collect();
@@ -62,7 +65,11 @@ pub fn run(repo: &Repository, lock_wait: Duration) -> Result<MigrateReport> {
         match entry {
             Ok(entry) => {
                 let folder = snapshot::account_folder(&entry.snapshot.account);
-                backend.rename(FileType::Snapshot, &name, &format!("{folder}/{name}"))?;
+                if backend::folder_of(&name) == folder {
+                    continue;
+                }
+                let file = backend::file_of(&name);
+                backend.rename(FileType::Snapshot, &name, &format!("{folder}/{file}"))?;
                 report.moved += 1;
             }
             Err(Error::NotFound(_)) => {}
@@ -122,6 +129,24 @@ mod tests {
 
         // Again: nothing left to move.
         assert_eq!(run(&new, Duration::ZERO).unwrap().moved, 0);
+
+        // A file put in the wrong folder by hand: check names it, migrate
+        // moves it.
+        let wrong = dir.path().join("snapshots/bob").join(a.to_hex());
+        std::fs::rename(dir.path().join("snapshots/alice").join(a.to_hex()), &wrong).unwrap();
+        let report = crate::check::run(&new, false).unwrap();
+        assert_eq!(report.misplaced_snapshots, [format!("bob/{a}")]);
+        // (These records point to no real tree: that is damage, the
+        // folder is not.)
+        assert!(report
+            .damage
+            .iter()
+            .all(|d| !d.object.contains(&a.to_hex())));
+        assert_eq!(run(&new, Duration::ZERO).unwrap().moved, 1);
+        assert!(crate::check::run(&new, false)
+            .unwrap()
+            .misplaced_snapshots
+            .is_empty());
     }
 
     #[test]

@@ -135,6 +135,20 @@ pub fn account_folder(account: &str) -> String {
     folder
 }
 
+impl SnapshotEntry {
+    /// Whether its file is where this repository's layout puts it; one in
+    /// no folder or another account's is read by more listings than it
+    /// should, or missed by its own account's (`snapfs migrate` moves it).
+    pub fn is_in_place(&self, repo: &Repository) -> bool {
+        let folder = backend::folder_of(&self.file);
+        if repo.config().snapshot_folders() {
+            folder == account_folder(&self.snapshot.account)
+        } else {
+            folder.is_empty()
+        }
+    }
+}
+
 /// Write a snapshot record; returns its id. Call only after the packer has
 /// flushed everything the snapshot references.
 pub fn save(repo: &Repository, snapshot: &Snapshot) -> Result<Id> {

@@ -1056,6 +1056,7 @@ mod tests {
     use super::*;
     use crate::backup::{self, BackupOptions};
     use crate::chunker::tests::{pseudo_random, small_params};
+    use crate::repository::backend::FileType;
     use std::path::Path;
 
     fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
@@ -1518,6 +1519,37 @@ mod tests {
             assert_eq!(shown(&fs), ["2025-01-03", "2025-01-04"]);
             assert_eq!(skipped(&fs), skipped_then, "layout {layout}");
             assert_eq!(read_all(&fs, "2025-01-04/big").unwrap(), fx.big);
+        }
+    }
+
+    #[test]
+    fn a_mount_keeps_its_folders_while_the_repository_is_migrated() {
+        for account in [None, Some("alice")] {
+            let (fx, _) = fixture();
+            crate::repository::tests::set_layout(&fx.repo_path(), 1);
+            let repo = Repository::open(&fx.repo_path()).unwrap();
+            // The fixture's first snapshot was saved in layout 2: move it
+            // back out of its folder, as layout 1 keeps it.
+            let (entries, _) = snapshot::list(&repo, None).unwrap();
+            let file = &entries[0].file;
+            repo.backend()
+                .rename(FileType::Snapshot, file, backend::file_of(file))
+                .unwrap();
+            backup_at(&repo, &fx.src(), at(2025, 1, 3, 10, 0, 0));
+            let opts = Options {
+                account: account.map(String::from),
+                ..options()
+            };
+            let fs = SnapshotFs::new(Repository::open(&fx.repo_path()).unwrap(), opts).unwrap();
+            let before = fs.snapshot_names();
+            assert_eq!(before.len(), 2);
+            let ino = fs.lookup_path("2025-01-03/big").unwrap().ino;
+
+            let report = crate::migrate::run(&repo, Duration::ZERO).unwrap();
+            assert_eq!(report.moved, 2);
+            assert_eq!(fs.snapshot_names(), before, "same names, same snapshots");
+            assert_eq!(fs.lookup_path("2025-01-03/big").unwrap().ino, ino);
+            assert_eq!(read_all(&fs, "2025-01-03/big").unwrap(), fx.big);
         }
     }
 

@@ -320,9 +320,14 @@ fn run_migrate(g: &Global, lock_wait: std::time::Duration) -> anyhow::Result<u8>
     if g.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        let layout = if report.layout_before == report.layout_after {
+            format!("already layout {}", report.layout_after)
+        } else {
+            format!("layout {} -> {}", report.layout_before, report.layout_after)
+        };
         println!(
-            "layout {} -> {}: {} snapshot files moved into account folders",
-            report.layout_before, report.layout_after, report.moved
+            "{layout}: {} snapshot files moved into account folders",
+            report.moved
         );
         for name in &report.left_unreadable {
             println!("left in place, not a readable snapshot: {name} (see `snapfs check`)");

@@ -69,8 +69,12 @@ pub fn run(repo: &Repository, lock_wait: Duration) -> Result<MigrateReport> {
                     continue;
                 }
                 let file = backend::file_of(&name);
-                backend.rename(FileType::Snapshot, &name, &format!("{folder}/{file}"))?;
-                report.moved += 1;
+                match backend.rename(FileType::Snapshot, &name, &format!("{folder}/{file}")) {
+                    Ok(()) => report.moved += 1,
+                    // Forgotten while we read it (forget takes no lock).
+                    Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
             Err(Error::NotFound(_)) => {}
             Err(e) => {

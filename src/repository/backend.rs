@@ -428,12 +428,12 @@ impl Backend for LocalBackend {
     }
 
     fn rename(&self, kind: FileType, from: &str, to: &str) -> Result<()> {
-        let (from, to) = (self.path(kind, from), self.path(kind, to));
-        let to_dir = to.parent().unwrap_or(Path::new("."));
+        let (from_path, to_path) = (self.path(kind, from), self.path(kind, to));
+        let to_dir = to_path.parent().unwrap_or(Path::new("."));
         self.make_folder(to_dir)?;
-        fs::rename(&from, &to).at(&from)?;
+        fs::rename(&from_path, &to_path).map_err(|e| open_error(kind, from, &from_path, e))?;
         sync_dir(to_dir)?;
-        sync_dir(from.parent().unwrap_or(Path::new(".")))
+        sync_dir(from_path.parent().unwrap_or(Path::new(".")))
     }
 
     fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
@@ -614,7 +614,7 @@ mod tests {
         assert!(folder("").is_empty());
         assert_eq!(folder("carol"), [named("carol/flat", 1)]);
         let err = backend.rename(FileType::Snapshot, "gone", "carol/gone");
-        assert!(err.is_err(), "a missing file is an error");
+        assert!(matches!(err, Err(Error::NotFound(_))), "{err:?}");
     }
 
     #[test]

@@ -113,6 +113,20 @@ pub struct SnapshotEntry {
     pub file: String,
 }
 
+impl SnapshotEntry {
+    /// Whether its file is where this repository's layout puts it; one in
+    /// no folder or another account's is read by more listings than it
+    /// should, or missed by its own account's (`snapfs migrate` moves it).
+    pub fn is_in_place(&self, repo: &Repository) -> bool {
+        let folder = backend::folder_of(&self.file);
+        if repo.config().snapshot_folders() {
+            folder == account_folder(&self.snapshot.account)
+        } else {
+            folder.is_empty()
+        }
+    }
+}
+
 /// The folder of an account's snapshot files: the account's name, with
 /// every byte but ASCII letters, digits, `_`, `-` and an inner `.` written
 /// `%XX` (an empty name is `%`). Names longer than 100 bytes that way are
@@ -133,20 +147,6 @@ pub fn account_folder(account: &str) -> String {
         return format!("~{}", &Id::hash(account.as_bytes()).to_hex()[..32]);
     }
     folder
-}
-
-impl SnapshotEntry {
-    /// Whether its file is where this repository's layout puts it; one in
-    /// no folder or another account's is read by more listings than it
-    /// should, or missed by its own account's (`snapfs migrate` moves it).
-    pub fn is_in_place(&self, repo: &Repository) -> bool {
-        let folder = backend::folder_of(&self.file);
-        if repo.config().snapshot_folders() {
-            folder == account_folder(&self.snapshot.account)
-        } else {
-            folder.is_empty()
-        }
-    }
 }
 
 /// Write a snapshot record; returns its id. Call only after the packer has

@@ -409,9 +409,17 @@ fn a_backup_made_while_mounted_appears_and_latest_moves() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("f"), b"first").unwrap();
     backup(&repo, &src, "2025-04-01T10:00:00Z");
-    let m = Mounted::new(&repo, &tmp.path().join("mnt"), &[]);
+    // As on a hosting server: the mount shows one account's backups.
+    let m = Mounted::new(&repo, &tmp.path().join("mnt"), &["--account", "alice"]);
     assert_eq!(std::fs::read(m.path("latest/f")).unwrap(), b"first");
 
+    // Another account's newer backup does not show up, and `latest` stays.
+    run(snapfs(&repo).arg("backup").arg(&src).args([
+        "--account",
+        "bob",
+        "--time",
+        "2025-04-03T10:00:00Z",
+    ]));
     std::fs::write(src.join("f"), b"second, new chunks").unwrap();
     std::fs::write(src.join("g"), pseudo_random(200_000, 9)).unwrap();
     backup(&repo, &src, "2025-04-02T10:00:00Z");
@@ -432,6 +440,12 @@ fn a_backup_made_while_mounted_appears_and_latest_moves() {
         pseudo_random(200_000, 9)
     );
     assert_eq!(std::fs::read(m.path("2025-04-01/f")).unwrap(), b"first");
+    let mut days: Vec<String> = std::fs::read_dir(&m.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    days.sort();
+    assert_eq!(days, ["2025-04-01", "2025-04-02", "latest"], "not bob's");
 }
 
 #[test]

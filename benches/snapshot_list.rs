@@ -106,6 +106,7 @@ fn main() {
         let opts = Options {
             account: Some("account0500".into()),
             prefetch_threads: 0,
+            release_idle_after: None,
             ..Options::default()
         };
         let fs = SnapshotFs::new(Repository::open(&root).unwrap(), opts).unwrap();

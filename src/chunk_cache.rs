@@ -20,10 +20,16 @@
 //! 100k small files left 70-80 MiB of freed heap that `malloc_trim` could
 //! not return). The kernel's page cache keeps a small file's pages anyway;
 //! this cache mostly saves re-reading the same file in another snapshot.
+//!
+//! An idle cache gives its memory back (`release_if_idle`): a server runs
+//! one mount per account, mostly idle, and each would otherwise keep the
+//! budget it once filled for as long as it runs.
 
 use lru::LruCache;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -34,6 +40,9 @@ pub struct ChunkCache {
     budget: usize,
     small_budget: usize,
     state: Mutex<State>,
+    /// When the cache was made, and milliseconds from then to its last use.
+    created: Instant,
+    last_used_ms: AtomicU64,
 }
 
 struct State {
@@ -93,7 +102,42 @@ impl ChunkCache {
                 inflight: HashMap::new(),
                 small_evicted: 0,
             }),
+            created: Instant::now(),
+            last_used_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Forget every cached chunk and give the memory back if nothing has
+    /// been asked of the cache for `idle`; returns the bytes forgotten.
+    /// Fetches in flight keep their share of the budget and are cached as
+    /// usual when they finish.
+    pub fn release_if_idle(&self, idle: Duration) -> usize {
+        let since = self
+            .millis()
+            .saturating_sub(self.last_used_ms.load(Ordering::Relaxed));
+        if u128::from(since) < idle.as_millis() {
+            return 0;
+        }
+        let forgotten: Vec<Chunk> = {
+            let mut s = self.state();
+            let mut chunks: Vec<Chunk> = Vec::with_capacity(s.large.len() + s.small.len());
+            while let Some((_, chunk)) = s.large.pop_lru().or_else(|| s.small.pop_lru()) {
+                s.forget(&chunk);
+                chunks.push(chunk);
+            }
+            s.small_evicted = 0;
+            chunks
+        };
+        let bytes = forgotten.iter().map(|c| c.capacity()).sum();
+        drop(forgotten);
+        if bytes > 0 {
+            release_freed_memory();
+        }
+        bytes
+    }
+
+    fn millis(&self) -> u64 {
+        self.created.elapsed().as_millis() as u64
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -122,6 +166,7 @@ impl ChunkCache {
         len: usize,
         fetch: impl FnOnce(Vec<u8>) -> Result<Vec<u8>>,
     ) -> Result<Chunk> {
+        self.last_used_ms.store(self.millis(), Ordering::Relaxed);
         // Chunks leave the cache's books here, and memory once the lock is
         // released: unmapping a megabyte under it would stall every reader.
         let mut evicted = Vec::new();
@@ -335,6 +380,37 @@ mod tests {
             50
         );
         assert_eq!(cache.stats().entries, 0);
+    }
+
+    #[test]
+    fn an_idle_cache_gives_its_memory_back() {
+        let cache = ChunkCache::new(8 * MIB);
+        fetch(&cache, 1, MIB);
+        fetch(&cache, 2, 1000);
+        assert_eq!(
+            cache.release_if_idle(Duration::from_secs(3600)),
+            0,
+            "just used"
+        );
+        assert_eq!(cache.stats().entries, 2);
+        let freed = cache.release_if_idle(Duration::ZERO);
+        assert!(freed >= MIB + 1000, "{freed}");
+        assert_eq!(cache.stats(), CacheStats::default());
+
+        // Released while a fetch is in flight: that one is still counted,
+        // and cached when it lands.
+        let id = Id::hash(b"in flight");
+        let chunk = cache
+            .get(&id, MIB, |mut buffer| {
+                assert_eq!(cache.release_if_idle(Duration::ZERO), 0, "nothing cached");
+                buffer.resize(MIB, 3);
+                Ok(buffer)
+            })
+            .unwrap();
+        assert_eq!(cache.stats().bytes, chunk.capacity());
+        assert!(cache.peek(&id).is_some());
+        fetch(&cache, 3, MIB);
+        assert_eq!(cache.stats().entries, 2);
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub struct Options {
     /// Background threads fetching the chunks after a sequential read; 0
     /// disables prefetching.
     pub prefetch_threads: usize,
+    /// Give the chunk cache's memory back after this long without reads
+    /// (`None`: keep it).
+    pub release_idle_after: Option<Duration>,
 }
 
 impl Default for Options {
@@ -99,6 +102,10 @@ impl Default for Options {
             cache_bytes: 256 << 20,
             relist_every: Duration::from_secs(2),
             prefetch_threads: 3,
+            // A server runs a mount per account, mostly idle: each would
+            // otherwise hold the budget it once filled for as long as it
+            // runs. The kernel's page cache keeps what was read anyway.
+            release_idle_after: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -320,6 +327,9 @@ impl SnapshotFs {
         let chunks = Arc::new(ChunkCache::new(opts.cache_bytes));
         let prefetch = (opts.prefetch_threads > 0)
             .then(|| spawn_prefetchers(&repo, &chunks, opts.prefetch_threads));
+        if let Some(idle) = opts.release_idle_after {
+            spawn_idle_release(&chunks, idle);
+        }
         let mut inodes = Inodes::default();
         inodes.push(Inode::Root);
         let now = Utc::now();
@@ -1027,6 +1037,27 @@ fn spawn_prefetchers(
     tx
 }
 
+/// A thread that empties the chunk cache once it has been idle for `idle`,
+/// checking a few times per period; it ends with the cache.
+fn spawn_idle_release(chunks: &Arc<ChunkCache>, idle: Duration) {
+    let chunks = Arc::downgrade(chunks);
+    let spawned = std::thread::Builder::new()
+        .name("idle-release".into())
+        .spawn(move || loop {
+            std::thread::sleep(idle / 4);
+            let Some(chunks) = chunks.upgrade() else {
+                return;
+            };
+            let freed = chunks.release_if_idle(idle);
+            if freed > 0 {
+                tracing::debug!("idle for {idle:?}: released {freed} bytes of cached chunks");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no idle-release thread: {e}");
+    }
+}
+
 /// Whether the mount shows the xattr `name` (getxattr, listxattr).
 fn is_presented(name: &[u8]) -> bool {
     name != NOT_PRESENTED_XATTR && !acl::is_acl_xattr(name)
@@ -1086,6 +1117,7 @@ mod tests {
             utc: true,
             relist_every: Duration::ZERO,
             cache_bytes: 1 << 20,
+            release_idle_after: None,
             ..Options::default()
         }
     }
@@ -1551,6 +1583,26 @@ mod tests {
             assert_eq!(fs.lookup_path("2025-01-03/big").unwrap().ino, ino);
             assert_eq!(read_all(&fs, "2025-01-03/big").unwrap(), fx.big);
         }
+    }
+
+    #[test]
+    fn an_idle_mount_gives_its_chunk_cache_back() {
+        let (fx, _) = fixture();
+        let opts = Options {
+            release_idle_after: Some(Duration::from_millis(40)),
+            ..options()
+        };
+        let fs = SnapshotFs::new(Repository::open(&fx.repo_path()).unwrap(), opts).unwrap();
+        assert_eq!(read_all(&fs, "2025-01-02/big").unwrap(), fx.big);
+        assert!(fs.chunk_cache_stats().bytes > 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fs.chunk_cache_stats().bytes > 0 {
+            assert!(Instant::now() < deadline, "still cached after 10 s idle");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(fs.chunk_cache_stats().entries, 0);
+        // And it fills again when read.
+        assert_eq!(read_all(&fs, "2025-01-02/big").unwrap(), fx.big);
     }
 
     #[test]

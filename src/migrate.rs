@@ -106,12 +106,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn moves_every_snapshot_into_its_account_folder() {
+    /// An empty repository as snapfs 0.1 made it.
+    fn layout_1_repository() -> (tempfile::TempDir, Repository) {
         let dir = tempfile::tempdir().unwrap();
         Repository::init(dir.path(), crate::chunker::tests::small_params(), None).unwrap();
         set_layout(dir.path(), 1);
-        let old = Repository::open(dir.path()).unwrap();
+        let repo = Repository::open(dir.path()).unwrap();
+        (dir, repo)
+    }
+
+    #[test]
+    fn moves_every_snapshot_into_its_account_folder() {
+        let (dir, old) = layout_1_repository();
         let a = snapshot::save(&old, &snapshot("alice", 1)).unwrap();
         let b = snapshot::save(&old, &snapshot("bob", 2)).unwrap();
         let garbage = dir.path().join("snapshots").join("garbage");
@@ -155,10 +161,7 @@ mod tests {
 
     #[test]
     fn an_interrupted_migration_leaves_a_working_repository() {
-        let dir = tempfile::tempdir().unwrap();
-        Repository::init(dir.path(), crate::chunker::tests::small_params(), None).unwrap();
-        set_layout(dir.path(), 1);
-        let old = Repository::open(dir.path()).unwrap();
+        let (dir, old) = layout_1_repository();
         let ids: Vec<_> = (0..4)
             .map(|n| snapshot::save(&old, &snapshot("alice", n)).unwrap())
             .collect();

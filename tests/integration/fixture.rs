@@ -12,32 +12,18 @@ fn format_v1_repository_stays_readable() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     copy_dir(&fixture.join("repository"), &repo);
-    let out = snapfs(&repo, &["snapshots", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let snaps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&snapfs_ok(&repo, args)).unwrap()
+    };
+    let snaps = json(&["snapshots", "--json"]);
     assert_eq!(snaps.as_array().unwrap().len(), 2);
     assert_eq!(snaps[0]["account"], "fixture");
-    let out = snapfs(&repo, &["check", "--read-data"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    snapfs_ok(&repo, &["check", "--read-data"]);
     for (snapshot, expected) in [("2026-11-23", "source-day1"), ("2026-11-24", "source-day2")] {
         let target = dir.path().join(snapshot);
-        let out = snapfs(
+        snapfs_ok(
             &repo,
             &["restore", snapshot, "--target", target.to_str().unwrap()],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
         );
         let want = fixture.join(expected);
         for path in walk(&want) {
@@ -58,7 +44,7 @@ fn format_v1_repository_stays_readable() {
     // snapshots/, no account folder) and is the account's newest.
     let before = fs::read_dir(repo.join("snapshots")).unwrap().count();
     let source = fixture.join("source-day2");
-    let out = snapfs(
+    snapfs_ok(
         &repo,
         &[
             "backup",
@@ -69,31 +55,19 @@ fn format_v1_repository_stays_readable() {
             source.to_str().unwrap(),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let files: Vec<_> = fs::read_dir(repo.join("snapshots"))
         .unwrap()
         .map(|e| e.unwrap())
         .collect();
     assert_eq!(files.len(), before + 1);
     assert!(files.iter().all(|e| e.file_type().unwrap().is_file()));
-    let out = snapfs(&repo, &["snapshots", "--account", "fixture", "--json"]);
-    let snaps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let snaps = json(&["snapshots", "--account", "fixture", "--json"]);
     assert_eq!(snaps.as_array().unwrap().len(), 3);
     assert_eq!(snaps[2]["time"], "2026-11-25T00:00:00+00:00");
-    assert_eq!(snapfs(&repo, &["check"]).status.code(), Some(0));
+    snapfs_ok(&repo, &["check"]);
 
     // `migrate` moves the three into the account's folder (layout 2).
-    let out = snapfs(&repo, &["migrate", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = json(&["migrate", "--json"]);
     assert_eq!(report["moved"], 3);
     assert_eq!(report["layout_after"], 2);
     assert_eq!(
@@ -102,12 +76,13 @@ fn format_v1_repository_stays_readable() {
             .count(),
         3
     );
-    let out = snapfs(&repo, &["snapshots", "--account", "fixture", "--json"]);
-    let after: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(after, snaps);
-    assert_eq!(snapfs(&repo, &["check"]).status.code(), Some(0));
+    assert_eq!(
+        json(&["snapshots", "--account", "fixture", "--json"]),
+        snaps
+    );
+    snapfs_ok(&repo, &["check"]);
     let target = dir.path().join("after-migrate");
-    let out = snapfs(
+    snapfs_ok(
         &repo,
         &[
             "restore",
@@ -116,7 +91,6 @@ fn format_v1_repository_stays_readable() {
             target.to_str().unwrap(),
         ],
     );
-    assert!(out.status.success());
     assert_eq!(
         walk(&target).len(),
         walk(&fixture.join("source-day1")).len()

@@ -26,7 +26,7 @@ impl TestRepo {
     pub fn new() -> TestRepo {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
-        let out = snapfs(
+        snapfs_ok(
             &repo,
             &[
                 "init",
@@ -35,11 +35,6 @@ impl TestRepo {
                 "--pack-size",
                 "64KiB",
             ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
         );
         TestRepo { dir, repo }
     }
@@ -54,15 +49,7 @@ impl TestRepo {
 
     /// Run and insist on exit code 0; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "snapfs {args:?} failed ({:?}):\n{}\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        snapfs_ok(&self.repo, args)
     }
 
     pub fn backup(&self, source: &Path, time: &str) -> String {
@@ -116,6 +103,19 @@ pub fn snapfs(repo: &Path, args: &[&str]) -> Output {
         .env("TZ", "UTC")
         .output()
         .unwrap()
+}
+
+/// `snapfs` that must exit 0; returns stdout.
+pub fn snapfs_ok(repo: &Path, args: &[&str]) -> String {
+    let out = snapfs(repo, args);
+    assert!(
+        out.status.success(),
+        "snapfs {args:?} failed ({:?}):\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 pub fn rand_suffix() -> u64 {

@@ -162,6 +162,8 @@ fn build(path: &std::path::Path, chunks: usize) {
         tree: root,
         parent: None,
         summary: Summary::default(),
+        root: None,
+        version: snapfs::snapshot::SNAPSHOT_VERSION,
     };
     snapshot::save(&repo, &snapshot).unwrap();
 }

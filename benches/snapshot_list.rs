@@ -90,6 +90,8 @@ fn main() {
                 tree: Id::hash(&[account.to_le_bytes(), day.to_le_bytes()].concat()),
                 parent: None,
                 summary: Summary::default(),
+                root: None,
+                version: snapfs::snapshot::SNAPSHOT_VERSION,
             };
             snapshot::save(&repo, &snapshot).unwrap();
         }

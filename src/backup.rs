@@ -117,6 +117,7 @@ pub fn run(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> {
     });
     progress.finish();
     let (root, mut summary, warnings) = walked?;
+    let root_meta = root_folder_meta(&sources);
 
     let stats = packer.flush()?;
     summary.bytes_added = stats.bytes_added;
@@ -133,6 +134,8 @@ pub fn run(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> {
         tree: root,
         parent: parent.map(|p| p.id),
         summary,
+        root: root_meta,
+        version: snapshot::SNAPSHOT_VERSION,
     };
     if let Some(e) = lock.refresh_error() {
         return Err(Error::Locked(format!(
@@ -146,6 +149,18 @@ pub fn run(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> {
         snapshot,
         warnings,
     })
+}
+
+/// The source folder's own metadata, when one folder's contents are the
+/// snapshot root.
+fn root_folder_meta(sources: &[Source]) -> Option<Node> {
+    let [only] = sources else { return None };
+    let meta = fs::symlink_metadata(&only.path)
+        .ok()
+        .filter(|m| m.is_dir())?;
+    let mut node = metadata::node_from_metadata(b"", &meta, &mut UserNames::default());
+    node.xattrs = metadata::read_xattrs(&only.path).unwrap_or_default();
+    Some(node)
 }
 
 fn now() -> (Timestamp, i32) {

@@ -103,6 +103,8 @@ mod tests {
             tree: crate::id::Id::default(),
             parent: None,
             summary: Summary::default(),
+            root: None,
+            version: crate::snapshot::SNAPSHOT_VERSION,
         }
     }
 

@@ -26,6 +26,14 @@ pub use tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"SNAPFSSN";
 
+/// The snapshot record version this build writes, in the record's
+/// envelope (trees, index files and packs keep `encoding::FORMAT_VERSION`):
+/// - 1: the fields of [`SnapshotV1`];
+/// - 2: adds [`Snapshot::root`], the backed-up folder's own metadata, so a
+///   mount shows a home that was 0700 as 0700, owned by its user, instead
+///   of a folder anyone may list.
+pub const SNAPSHOT_VERSION: u32 = 2;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// When the backup started, UTC.
@@ -41,6 +49,30 @@ pub struct Snapshot {
     pub tree: Id,
     pub parent: Option<Id>,
     pub summary: Summary,
+    /// Version 2: the metadata of the folder whose contents are the root
+    /// tree (a `Node` with an empty name, kind `Dir` and no subtree).
+    /// `None` when the backup had several sources or one that was not a
+    /// folder, and in every version-1 record.
+    pub root: Option<Node>,
+    /// The record version it was read from or will be written as: the
+    /// envelope's version, not part of the record (as `Config::layout`).
+    #[serde(skip)]
+    pub version: u32,
+}
+
+/// A version-1 snapshot record: `Snapshot` without `root`. Field order is
+/// the format.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV1 {
+    time: Timestamp,
+    utc_offset: i32,
+    hostname: String,
+    account: String,
+    paths: Vec<Vec<u8>>,
+    tags: Vec<String>,
+    tree: Id,
+    parent: Option<Id>,
+    summary: Summary,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,12 +97,55 @@ pub struct Summary {
 }
 
 impl Snapshot {
+    /// Encoded as its `version`: a record read from version 1 writes back
+    /// the same bytes (its id); anything with a `root` is version 2.
     pub fn encode(&self) -> Vec<u8> {
-        encoding::encode(SNAPSHOT_MAGIC, self)
+        if self.version == 1 && self.root.is_none() {
+            return encoding::encode_versioned(SNAPSHOT_MAGIC, 1, &self.to_v1());
+        }
+        encoding::encode_versioned(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, self)
     }
 
     pub fn decode(name: &str, bytes: &[u8]) -> Result<Snapshot> {
-        encoding::decode(SNAPSHOT_MAGIC, &format!("snapshot {name}"), bytes)
+        let object = format!("snapshot {name}");
+        let (version, body) =
+            encoding::open_envelope_upto(SNAPSHOT_MAGIC, &object, bytes, SNAPSHOT_VERSION)?;
+        let mut snapshot = match version {
+            1 => Snapshot::from_v1(encoding::decode_body(&object, body)?),
+            _ => encoding::decode_body::<Snapshot>(&object, body)?,
+        };
+        snapshot.version = version;
+        Ok(snapshot)
+    }
+
+    fn to_v1(&self) -> SnapshotV1 {
+        SnapshotV1 {
+            time: self.time,
+            utc_offset: self.utc_offset,
+            hostname: self.hostname.clone(),
+            account: self.account.clone(),
+            paths: self.paths.clone(),
+            tags: self.tags.clone(),
+            tree: self.tree,
+            parent: self.parent,
+            summary: self.summary.clone(),
+        }
+    }
+
+    fn from_v1(v1: SnapshotV1) -> Snapshot {
+        Snapshot {
+            time: v1.time,
+            utc_offset: v1.utc_offset,
+            hostname: v1.hostname,
+            account: v1.account,
+            paths: v1.paths,
+            tags: v1.tags,
+            tree: v1.tree,
+            parent: v1.parent,
+            summary: v1.summary,
+            root: None,
+            version: 1,
+        }
     }
 
     pub fn utc(&self) -> DateTime<Utc> {
@@ -380,6 +455,8 @@ mod tests {
             tree: Id::default(),
             parent: None,
             summary: Summary::default(),
+            root: None,
+            version: SNAPSHOT_VERSION,
         };
         let mut id = Id::hash(&[n]);
         id.0[0] = n; // predictable prefixes

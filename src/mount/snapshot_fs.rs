@@ -728,8 +728,18 @@ impl SnapshotFs {
                 ))
             }
             Inode::SnapshotRoot { slot } => {
-                let time = read(&self.snapshots).slots[slot as usize].snapshot.time;
-                Ok(self.synthetic_attr(ino, NodeKind::Dir, 0, time))
+                let s = read(&self.snapshots);
+                let snapshot = &s.slots[slot as usize].snapshot;
+                // The backed-up folder's own owner and mode: a home that
+                // was 0700 must not become listable by every tenant in
+                // the mount (under allow_other, the kernel checks these).
+                Ok(match &snapshot.root {
+                    Some(root) => Attr {
+                        kind: NodeKind::Dir,
+                        ..self.node_attr(ino, root)
+                    },
+                    None => self.synthetic_attr(ino, NodeKind::Dir, 0, snapshot.time),
+                })
             }
             Inode::Entry { tree, idx, .. } => {
                 let (t, i) = self.entry_node(&tree, idx)?;
@@ -1171,6 +1181,39 @@ mod tests {
         })
         .unwrap();
         out
+    }
+
+    #[test]
+    fn a_day_folder_shows_the_backed_up_folders_owner_and_mode() {
+        let (fx, repo) = fixture();
+        let src = fx.src();
+        std::fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+            .unwrap();
+        let as_root = unsafe { libc::geteuid() } == 0;
+        if as_root {
+            std::os::unix::fs::chown(&src, Some(4242), Some(4343)).unwrap();
+        }
+        backup_at(&repo, &src, at(2025, 1, 3, 10, 0, 0));
+        let fs = fx.open();
+        let day = fs.lookup_path("2025-01-03").unwrap();
+        assert_eq!((day.kind, day.perm), (NodeKind::Dir, 0o711));
+        let meta = std::fs::metadata(&src).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((day.uid, day.gid), (meta.uid(), meta.gid()));
+        assert_eq!(day.mtime.secs, meta.mtime());
+        if as_root {
+            assert_eq!((day.uid, day.gid), (4242, 4343));
+        }
+        // A version-1 record (no root) shows as before: 0755, the mount's
+        // owner, the snapshot's time.
+        let (_, mut old) = backup_at(&repo, &src, at(2025, 1, 4, 10, 0, 0));
+        old.root = None;
+        old.version = 1;
+        old.time.secs = at(2025, 1, 5, 10, 0, 0);
+        snapshot::save(&repo, &old).unwrap();
+        let fs = fx.open();
+        let v1 = fs.lookup_path("2025-01-05").unwrap();
+        assert_eq!((v1.perm, v1.mtime), (0o755, old.time));
     }
 
     #[test]

@@ -125,12 +125,20 @@ enum Command {
 
 #[derive(Args)]
 struct ForgetArgs {
+    /// Remove exactly these snapshots (ids or id prefixes, `latest`, dates)
+    /// instead of applying a policy.
+    #[arg(conflicts_with_all = ["keep_within", "keep_last", "keep_daily", "keep_weekly", "keep_monthly", "all"])]
+    snapshots: Vec<String>,
     /// Only this account's snapshots.
     #[arg(long)]
     account: Option<String>,
+    /// Remove every snapshot of the account given with --account (one that
+    /// left the platform).
+    #[arg(long, requires = "account", conflicts_with_all = ["keep_within", "keep_last", "keep_daily", "keep_weekly", "keep_monthly"])]
+    all: bool,
     /// Keep snapshots younger than this relative to the newest (30d, 12h).
-    #[arg(long)]
-    keep_within: Option<String>,
+    #[arg(long, value_parser = crate::retention::parse_duration)]
+    keep_within: Option<chrono::Duration>,
     #[arg(long)]
     keep_last: Option<u32>,
     #[arg(long)]
@@ -670,19 +678,23 @@ fn run_check(g: &Global, read_data: bool) -> anyhow::Result<u8> {
 
 fn run_forget(g: &Global, args: ForgetArgs) -> anyhow::Result<u8> {
     let repo = open(g)?;
-    let keep_within = match &args.keep_within {
-        Some(t) => Some(crate::retention::parse_duration(t).map_err(anyhow::Error::msg)?),
-        None => None,
-    };
-    let opts = forget::ForgetOptions {
-        account: args.account,
-        policy: crate::retention::Policy {
-            keep_within,
+    let by_policy = !args.all && args.snapshots.is_empty();
+    let what = if args.all {
+        forget::Selection::All
+    } else if !args.snapshots.is_empty() {
+        forget::Selection::Snapshots(args.snapshots)
+    } else {
+        forget::Selection::Policy(crate::retention::Policy {
+            keep_within: args.keep_within,
             keep_last: args.keep_last,
             keep_daily: args.keep_daily,
             keep_weekly: args.keep_weekly,
             keep_monthly: args.keep_monthly,
-        },
+        })
+    };
+    let opts = forget::ForgetOptions {
+        account: args.account,
+        what,
         dry_run: args.dry_run,
     };
     let groups = forget::run(&repo, &opts)?;
@@ -696,8 +708,11 @@ fn run_forget(g: &Global, args: ForgetArgs) -> anyhow::Result<u8> {
         "removed"
     };
     for group in &groups {
+        if !by_policy && group.remove.is_empty() {
+            continue;
+        }
         println!("account {} paths {}:", group.account, group.paths.join(" "));
-        for k in &group.keep {
+        for k in group.keep.iter().filter(|_| by_policy) {
             let reasons: Vec<String> = k
                 .reasons
                 .iter()

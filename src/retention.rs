@@ -45,9 +45,37 @@ impl Policy {
         *self == Policy::default()
     }
 
+    /// Refuse rules that keep nothing: `--keep-last 0` alone would remove
+    /// every snapshot, and beside other rules it means nothing.
+    pub fn check(&self) -> Result<(), String> {
+        let counts = [
+            ("keep-last", self.keep_last),
+            ("keep-daily", self.keep_daily),
+            ("keep-weekly", self.keep_weekly),
+            ("keep-monthly", self.keep_monthly),
+        ];
+        if let Some((rule, _)) = counts.iter().find(|(_, n)| *n == Some(0)) {
+            return Err(format!(
+                "--{rule} 0 keeps nothing; refusing (to remove a departed account's backups: \
+                 forget --account NAME --all)"
+            ));
+        }
+        if self.keep_within.is_some_and(|d| d <= Duration::zero()) {
+            return Err("--keep-within must be longer than 0".into());
+        }
+        Ok(())
+    }
+
     pub fn from_config(r: &Retention) -> Policy {
         Policy {
-            keep_within: r.keep_within_seconds.map(|s| Duration::seconds(s as i64)),
+            // A duration past what time arithmetic holds keeps everything,
+            // as the longest one does.
+            keep_within: r.keep_within_seconds.map(|s| {
+                i64::try_from(s)
+                    .ok()
+                    .and_then(Duration::try_seconds)
+                    .unwrap_or(Duration::MAX)
+            }),
             keep_last: r.keep_last,
             keep_daily: r.keep_daily,
             keep_weekly: r.keep_weekly,
@@ -96,9 +124,10 @@ impl Policy {
         });
 
         if let (Some(within), Some(&newest)) = (self.keep_within, order.first()) {
-            let threshold = local(newest) - within;
+            // Before the first representable time: everything is within.
+            let threshold = local(newest).checked_sub_signed(within);
             for &i in &order {
-                if local(i) > threshold {
+                if threshold.is_none_or(|t| local(i) > t) {
                     reasons[i].push(Reason::Within);
                 }
             }
@@ -120,18 +149,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("{text:?}: expected a number before {c:?}"))?;
         number.clear();
-        total += match c {
-            'w' => Duration::weeks(n),
-            'd' => Duration::days(n),
-            'h' => Duration::hours(n),
-            'm' => Duration::minutes(n),
-            's' => Duration::seconds(n),
+        let part = match c {
+            'w' => Duration::try_weeks(n),
+            'd' => Duration::try_days(n),
+            'h' => Duration::try_hours(n),
+            'm' => Duration::try_minutes(n),
+            's' => Duration::try_seconds(n),
             _ => {
                 return Err(format!(
                     "{text:?}: unknown unit {c:?} (use w, d, h, m or s)"
                 ))
             }
         };
+        total = part
+            .and_then(|p| total.checked_add(&p))
+            .ok_or_else(|| format!("{text:?}: too long (at most about 292 million years)"))?;
     }
     if !number.is_empty() || total.is_zero() {
         return Err(format!(
@@ -309,6 +341,50 @@ mod tests {
     }
 
     #[test]
+    fn a_very_long_keep_within_keeps_everything() {
+        for within in [Duration::days(99_999_999), Duration::MAX] {
+            let policy = Policy {
+                keep_within: Some(within),
+                ..Policy::default()
+            };
+            let times = ["1970-01-01 00:00 +00:00", "2026-11-24 02:00 +01:00"];
+            assert_eq!(kept(&policy, &times).len(), 2);
+        }
+        let huge = Retention {
+            keep_within_seconds: Some(u64::MAX),
+            ..Retention::default()
+        };
+        assert_eq!(Policy::from_config(&huge).keep_within, Some(Duration::MAX));
+    }
+
+    #[test]
+    fn rules_that_keep_nothing_are_refused() {
+        for policy in [
+            Policy {
+                keep_last: Some(0),
+                ..Policy::default()
+            },
+            Policy {
+                keep_daily: Some(0),
+                keep_weekly: Some(4),
+                ..Policy::default()
+            },
+            Policy {
+                keep_monthly: Some(0),
+                ..Policy::default()
+            },
+        ] {
+            assert!(policy.check().unwrap_err().contains("keeps nothing"));
+        }
+        assert!(Policy {
+            keep_daily: Some(1),
+            ..Policy::default()
+        }
+        .check()
+        .is_ok());
+    }
+
+    #[test]
     fn spring_dst_change_keeps_30_too() {
         let policy = Policy {
             keep_within: Some(Duration::days(30)),
@@ -332,6 +408,20 @@ mod tests {
         for bad in ["", "30", "d", "3x", "0d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        // Long ones: a valid "forever", or a clear error; never a panic.
+        assert_eq!(
+            parse_duration("99999999d").unwrap(),
+            Duration::days(99_999_999)
+        );
+        for too_long in [
+            "999999999999999d",
+            "9223372036854775807s",
+            "99999999999999w1d",
+        ] {
+            let err = parse_duration(too_long).unwrap_err();
+            assert!(err.contains("too long"), "{too_long}: {err}");
+        }
+        assert!(parse_duration("99999999999999999999d").is_err());
         let from_config = Policy::from_config(&Retention::thirty_days());
         assert_eq!(from_config.keep_within, Some(Duration::days(30)));
     }

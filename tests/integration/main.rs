@@ -11,6 +11,8 @@
 //! - `concurrent`: backups running at the same time lose nothing.
 //! - `sources`:    unreadable and vanishing source files.
 //! - `fixture`:    a repository written by format v1 stays readable.
+//! - `forget`:     refusals of policies that keep nothing; named snapshots
+//!   and a departed account's `--all`.
 //! - `prune`:      thirty rolling days: forget, prune, kills, concurrency.
 
 mod concurrent;
@@ -18,6 +20,7 @@ mod corruption;
 mod crash;
 mod dedup;
 mod fixture;
+mod forget;
 mod prune;
 mod roundtrip;
 mod sources;

@@ -172,10 +172,12 @@ fn all(entries: Vec<SnapshotEntry>) -> Decided {
     group(entries.into_iter().map(|e| (e, None)).collect())
 }
 
+/// What a group is: an account and its source paths.
+type GroupKey = (String, Vec<Vec<u8>>);
+
 /// Group by account and source paths, keeping each group's order.
 fn group<T>(items: Vec<(SnapshotEntry, T)>) -> Vec<(Vec<SnapshotEntry>, Vec<T>)> {
-    let mut groups: BTreeMap<(String, Vec<Vec<u8>>), (Vec<SnapshotEntry>, Vec<T>)> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, (Vec<SnapshotEntry>, Vec<T>)> = BTreeMap::new();
     for (entry, value) in items {
         let key = (entry.snapshot.account.clone(), entry.snapshot.paths.clone());
         let (entries, values) = groups.entry(key).or_default();

@@ -287,6 +287,13 @@ fn repo_path(global: &Global) -> PathBuf {
     data.join("snapfs/repository")
 }
 
+/// Commands that write say so when other users can read the repository.
+fn warn_if_exposed(repo: &Repository) {
+    if let Some(why) = repo.backend().exposure() {
+        eprintln!("snapfs: warning: {why}");
+    }
+}
+
 fn open(global: &Global) -> anyhow::Result<Repository> {
     Ok(Repository::open(&repo_path(global))?)
 }
@@ -324,6 +331,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 
 fn run_migrate(g: &Global, lock_wait: std::time::Duration) -> anyhow::Result<u8> {
     let repo = Repository::open_without_index(&repo_path(g))?;
+    warn_if_exposed(&repo);
     let report = migrate::run(&repo, lock_wait)?;
     if g.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -399,6 +407,7 @@ fn init(g: &Global, args: InitArgs) -> anyhow::Result<u8> {
         None => None,
     };
     let repo = Repository::init(&path, chunker, pack_size)?;
+    warn_if_exposed(&repo);
     if g.json {
         println!(
             "{}",
@@ -453,6 +462,7 @@ fn run_backup(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
         );
         Repository::init(&path, ChunkerParams::default(), None)?
     };
+    warn_if_exposed(&repo);
     let opts = backup::BackupOptions {
         paths: args.paths,
         account: args.account.unwrap_or_else(crate::metadata::current_user),
@@ -678,6 +688,7 @@ fn run_check(g: &Global, read_data: bool) -> anyhow::Result<u8> {
 
 fn run_forget(g: &Global, args: ForgetArgs) -> anyhow::Result<u8> {
     let repo = open(g)?;
+    warn_if_exposed(&repo);
     let by_policy = !args.all && args.snapshots.is_empty();
     let what = if args.all {
         forget::Selection::All
@@ -759,6 +770,7 @@ fn run_prune(
         / 100.0;
     // prune::run reads the index under its lock.
     let repo = Repository::open_without_index(&repo_path(g))?;
+    warn_if_exposed(&repo);
     let report = prune::run(
         &repo,
         &prune::PruneOptions {
@@ -794,6 +806,7 @@ fn run_prune(
 
 fn run_unlock(g: &Global, all: bool) -> anyhow::Result<u8> {
     let repo = open(g)?;
+    warn_if_exposed(&repo);
     let removed = crate::repository::lock::unlock(&**repo.backend(), all)?;
     if g.json {
         println!("{}", json!({ "removed": removed }));

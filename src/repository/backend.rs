@@ -11,7 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -92,6 +92,11 @@ pub trait Backend: Send + Sync {
     /// no other process writes (prune holds the exclusive lock). Returns
     /// how many were removed.
     fn remove_temporary(&self) -> Result<u64>;
+    /// Why other users could read the repository, if they could: it holds
+    /// every account's data in clear.
+    fn exposure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The folder part of a file name as `Backend::list` gives it (`""` for a
@@ -224,7 +229,7 @@ impl LocalBackend {
         if dir.exists() {
             return Ok(());
         }
-        fs::create_dir_all(dir).at(dir)?;
+        create_private_dir(dir)?;
         match dir.parent() {
             Some(parent) => sync_dir(parent),
             None => Ok(()),
@@ -270,6 +275,22 @@ fn truncated(kind: FileType, name: &str, offset: u64, length: u64) -> Error {
     )
 }
 
+/// Folders of a repository are 0700 and its files 0600, whatever the
+/// umask: it holds every account's data in clear, and a repository put
+/// anywhere but the packaged /var/lib/snapfs must not be readable by every
+/// local user. (A umask can only take bits away from these.)
+const PRIVATE_DIR_MODE: u32 = 0o700;
+const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// `create_dir_all` with every folder it creates private.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+        .at(dir)
+}
+
 /// Write `data` to `path` atomically and durably: a temporary file in the same
 /// folder, fsync, rename over the final name, fsync the folder. After a crash
 /// the final name holds either nothing (or its old content) or all of `data`.
@@ -286,6 +307,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(PRIVATE_FILE_MODE)
             .open(&temp)
             .at(&temp)?;
         file.write_all(data).at(&temp)?;
@@ -310,20 +332,18 @@ impl Backend for LocalBackend {
     }
 
     fn create(&self) -> Result<()> {
-        fs::create_dir_all(&self.root).at(&self.root)?;
+        create_private_dir(&self.root)?;
         for kind in [
             FileType::Pack,
             FileType::Index,
             FileType::Snapshot,
             FileType::Lock,
         ] {
-            let dir = self.dir(kind);
-            fs::create_dir_all(&dir).at(&dir)?;
+            create_private_dir(&self.dir(kind))?;
         }
         let data = self.dir(FileType::Pack);
         for fan in 0..=255u8 {
-            let dir = data.join(format!("{fan:02x}"));
-            fs::create_dir_all(&dir).at(&dir)?;
+            create_private_dir(&data.join(format!("{fan:02x}")))?;
         }
         for dir in [data, self.root.clone()] {
             sync_dir(&dir)?;
@@ -438,6 +458,35 @@ impl Backend for LocalBackend {
 
     fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
         Ok(self.path(kind, name).exists())
+    }
+
+    fn exposure(&self) -> Option<String> {
+        // The root and the folders right below it: a repository made by
+        // snapfs 0.2 or by hand under umask 022 shows there.
+        let mut open = Vec::new();
+        let top = [
+            self.root.clone(),
+            self.root.join("config"),
+            self.dir(FileType::Pack),
+            self.dir(FileType::Index),
+            self.dir(FileType::Snapshot),
+        ];
+        for path in top {
+            if let Ok(meta) = fs::metadata(&path) {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    open.push(format!("{} is {mode:04o}", path.display()));
+                }
+            }
+        }
+        (!open.is_empty()).then(|| {
+            format!(
+                "the repository is open to other users ({}); it holds every account's data: \
+                 chmod -R go-rwx {}",
+                open.join(", "),
+                self.root.display()
+            )
+        })
     }
 
     fn remove_temporary(&self) -> Result<u64> {

@@ -13,6 +13,7 @@
 //! - `fixture`:    a repository written by format v1 stays readable.
 //! - `forget`:     refusals of policies that keep nothing; named snapshots
 //!   and a departed account's `--all`.
+//! - `privacy`:    repository files 0600 and folders 0700 whatever the umask.
 //! - `prune`:      thirty rolling days: forget, prune, kills, concurrency.
 
 mod concurrent;
@@ -21,6 +22,7 @@ mod crash;
 mod dedup;
 mod fixture;
 mod forget;
+mod privacy;
 mod prune;
 mod roundtrip;
 mod sources;

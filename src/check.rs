@@ -7,8 +7,9 @@
 //! verifies every blob's hash. Each problem names the damaged object and the
 //! snapshots and paths that depend on it.
 //!
-//! Packs that no index lists and no snapshot needs are what an interrupted
-//! backup leaves behind: reported, but not damage.
+//! Packs that no index lists and no snapshot needs are reported, not as
+//! damage: an interrupted backup leaves such packs, but so does a damaged
+//! index file, so check says what it sees ("not in any index"), not why.
 
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -31,7 +32,8 @@ pub struct CheckReport {
     pub packs: usize,
     pub blobs_read: u64,
     pub damage: Vec<Damage>,
-    /// Packs that nothing references: left by an interrupted backup.
+    /// Packs that no index lists and no snapshot needs (an interrupted
+    /// backup's, or those of a damaged index file).
     pub unreferenced_packs: Vec<String>,
     /// Snapshot files outside their account's folder (an interrupted
     /// `migrate`, a copy by hand): not damage, `migrate` moves them.

@@ -655,7 +655,10 @@ fn run_check(g: &Global, read_data: bool) -> anyhow::Result<u8> {
             }
         }
         for p in &report.unreferenced_packs {
-            println!("unreferenced pack {p} (left by an interrupted backup; prune removes it)");
+            println!(
+                "pack {p} is not in any index; `snapfs prune` indexes what snapshots need of it \
+                 and removes the rest"
+            );
         }
         for f in &report.misplaced_snapshots {
             println!(
@@ -783,7 +786,7 @@ fn run_prune(
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{}{} of {} packs deleted, {} repacked ({} of live data copied); {} blobs live, {} unused; {} {}",
+            "{}{} of {} packs deleted, {} repacked ({} of live data copied, on disk); {} blobs live, {} unused; {} {}",
             if dry_run { "dry run: " } else { "" },
             report.packs_deleted,
             report.packs_before,

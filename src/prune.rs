@@ -57,7 +57,8 @@ pub struct PruneReport {
     pub packs_deleted: usize,
     pub packs_repacked: usize,
     pub bytes_before: u64,
-    /// Bytes of live blobs copied into new packs.
+    /// Bytes of live blobs written into new packs, as stored (compressed),
+    /// like `bytes_freed`; for --dry-run: their stored size in the old packs.
     pub bytes_repacked: u64,
     /// What the repository's packs shrank by (for --dry-run: would shrink by).
     pub bytes_freed: u64,
@@ -128,6 +129,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         {
             repack.insert(*pack);
             report.bytes_freed += u.unused_bytes();
+            report.bytes_repacked += u.live_bytes;
         }
     }
     report.packs_deleted = delete.iter().filter(|p| pack_sizes.contains_key(p)).count();
@@ -307,8 +309,9 @@ fn pack_usage(
     usage
 }
 
-/// Copy the live blobs of `packs` into new packs; returns the bytes copied
-/// and the packs written.
+/// Copy the live blobs of `packs` into new packs; returns the bytes written
+/// (as stored: what the disk holds, not the uncompressed size) and the packs
+/// written.
 fn repack_live_blobs(
     repo: &Repository,
     live: &LiveSet,
@@ -338,7 +341,7 @@ fn repack_live_blobs(
         let data = repo.load_blob(&id)?;
         packer.add(kind, &data)?;
     }
-    let copied = packer.flush()?.bytes_added;
+    let copied = packer.flush()?.bytes_stored;
     Ok((copied, packer.written_packs().into_iter().collect()))
 }
 

@@ -222,21 +222,35 @@ fn conflicting_locks(
     hostname: &str,
 ) -> Result<Vec<LockRecord>> {
     let mut out = Vec::new();
-    for (other, record) in list(backend)? {
+    for (other, file) in list(backend)? {
         if other == own {
             continue;
         }
-        // A lock we cannot read may be a newer snapfs's: respect it. A
-        // damaged one is removed by `snapfs unlock`.
-        let Some(record) = record else {
-            out.push(LockRecord {
-                kind: LockKind::Exclusive,
-                hostname: "?".into(),
-                pid: 0,
-                refreshed: 0,
-                purpose: format!("unreadable lock {other} (remove it with `snapfs unlock` if no other snapfs runs)"),
-            });
-            continue;
+        let record = match file {
+            LockFile::Held(record) => record,
+            // A newer snapfs's lock: it may mean anything, so respect it
+            // as exclusive.
+            LockFile::Newer(why) => {
+                out.push(LockRecord {
+                    kind: LockKind::Exclusive,
+                    hostname: "?".into(),
+                    pid: 0,
+                    refreshed: 0,
+                    purpose: format!(
+                        "lock {other} of a newer snapfs ({why}; if none runs, `snapfs unlock --all` removes it)"
+                    ),
+                });
+                continue;
+            }
+            // Locks are written whole (write, fsync, rename), so a damaged
+            // one was never any process's lock: waiting for it would hold
+            // a night's backups for the whole --lock-wait for nothing.
+            LockFile::Damaged(why) => {
+                tracing::warn!(
+                    "ignoring damaged lock file {other} ({why}); `snapfs unlock` removes it"
+                );
+                continue;
+            }
         };
         if let Some(reason) = record.stale_reason(hostname, unix_now()) {
             eprintln!("snapfs: removing stale lock {other}: {reason}");
@@ -250,19 +264,31 @@ fn conflicting_locks(
     Ok(out)
 }
 
-/// Every lock file; `None` for one that does not decode (a lock being
-/// written is never visible half-done, so that means damaged or written by
-/// a newer format).
-pub fn list(backend: &dyn Backend) -> Result<Vec<(String, Option<LockRecord>)>> {
+/// What a lock file holds.
+pub enum LockFile {
+    Held(LockRecord),
+    /// A format version this snapfs does not know: a newer snapfs's lock.
+    Newer(String),
+    /// Unreadable or not a lock record. A lock being written is never
+    /// visible half-done, so this was never a live lock.
+    Damaged(String),
+}
+
+/// Every lock file and what it holds.
+pub fn list(backend: &dyn Backend) -> Result<Vec<(String, LockFile)>> {
     let mut out = Vec::new();
     for (name, _) in backend.list(FileType::Lock)? {
-        let record = match backend.read(FileType::Lock, &name) {
-            Ok(bytes) => LockRecord::decode(&name, &bytes).ok(),
+        let file = match backend.read(FileType::Lock, &name) {
+            Ok(bytes) => match LockRecord::decode(&name, &bytes) {
+                Ok(record) => LockFile::Held(record),
+                Err(Error::Unsupported(why)) => LockFile::Newer(why),
+                Err(e) => LockFile::Damaged(e.reason()),
+            },
             // Released while we listed.
             Err(Error::NotFound(_)) => continue,
-            Err(_) => None,
+            Err(e) => LockFile::Damaged(e.to_string()),
         };
-        out.push((name, record));
+        out.push((name, file));
     }
     Ok(out)
 }
@@ -272,11 +298,13 @@ pub fn list(backend: &dyn Backend) -> Result<Vec<(String, Option<LockRecord>)>> 
 pub fn unlock(backend: &dyn Backend, all: bool) -> Result<Vec<String>> {
     let hostname = crate::metadata::hostname();
     let mut removed = Vec::new();
-    for (name, record) in list(backend)? {
-        let reason = match &record {
-            None => Some("damaged lock file".to_string()),
-            Some(r) if all => Some(format!("{} (forced)", r.describe())),
-            Some(r) => r.stale_reason(&hostname, unix_now()),
+    for (name, file) in list(backend)? {
+        let reason = match &file {
+            LockFile::Damaged(why) => Some(format!("damaged lock file ({why})")),
+            LockFile::Newer(why) if all => Some(format!("lock of a newer snapfs ({why}) (forced)")),
+            LockFile::Newer(_) => None,
+            LockFile::Held(r) if all => Some(format!("{} (forced)", r.describe())),
+            LockFile::Held(r) => r.stale_reason(&hostname, unix_now()),
         };
         if let Some(reason) = reason {
             backend.remove(FileType::Lock, &name)?;
@@ -368,15 +396,54 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_locks_block_until_unlocked() {
+    fn a_newer_snapfss_lock_blocks_until_unlocked() {
         let (_d, b) = backend();
         b.write(FileType::Lock, "future", b"SNAPFSLK\x09\x00\x00\x00newer")
             .unwrap();
         let err = Lock::acquire(b.clone(), LockKind::Shared, "backup", Duration::ZERO)
             .err()
             .unwrap();
-        assert!(err.to_string().contains("unreadable lock future"), "{err}");
-        assert_eq!(unlock(&*b, false).unwrap().len(), 1);
+        assert!(
+            err.to_string().contains("lock future of a newer snapfs"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("unlock --all"), "{err}");
+        assert_eq!(unlock(&*b, false).unwrap().len(), 0);
+        assert_eq!(unlock(&*b, true).unwrap().len(), 1);
         Lock::acquire(b.clone(), LockKind::Shared, "backup", Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_lock_holds_nobody_and_unlock_removes_it() {
+        let (_d, b) = backend();
+        for (name, bytes) in [
+            ("garbage", &b"\x00\x00 not a lock at all"[..]),
+            (
+                "truncated",
+                &LockRecord {
+                    kind: LockKind::Exclusive,
+                    hostname: "h".into(),
+                    pid: 1,
+                    refreshed: unix_now(),
+                    purpose: "prune".into(),
+                }
+                .encode()[..14],
+            ),
+        ] {
+            b.write(FileType::Lock, name, bytes).unwrap();
+        }
+        let started = Instant::now();
+        let ex = Lock::acquire(
+            b.clone(),
+            LockKind::Exclusive,
+            "prune",
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(ex);
+        let removed = unlock(&*b, false).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(removed.iter().all(|r| r.contains("damaged lock file")));
     }
 }

@@ -115,6 +115,15 @@ enum Command {
     },
     /// Show the snapshots as dated, read-only folders until unmounted.
     Mount(MountArgs),
+    /// Unmount a snapfs mount (and stale ones stacked under it), reached
+    /// without following links; nothing mounted there is not an error.
+    #[command(alias = "umount")]
+    Unmount {
+        mountpoint: PathBuf,
+        /// Detach a busy mount now; the kernel finishes when it is left.
+        #[arg(long, short = 'z')]
+        lazy: bool,
+    },
     /// Check the repository's integrity.
     Check {
         /// Also read all data and verify every chunk's hash.
@@ -217,6 +226,10 @@ struct MountArgs {
     /// Return once mounted and serve in the background.
     #[arg(long)]
     daemon: bool,
+    /// Create the mount point and missing folders on its way, each owned
+    /// like the folder it is made in.
+    #[arg(long)]
+    mkdir: bool,
 }
 
 pub fn main() -> ExitCode {
@@ -326,6 +339,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         } => run_prune(g, &max_unused, dry_run, lock_wait),
         Command::Migrate { lock_wait } => run_migrate(g, lock_wait),
         Command::Unlock { all } => run_unlock(g, all),
+        Command::Unmount { mountpoint, lazy } => run_unmount(g, &mountpoint, lazy),
     }
 }
 
@@ -357,6 +371,7 @@ fn run_mount(g: &Global, args: MountArgs) -> anyhow::Result<u8> {
     let opts = mount::MountOptions {
         mountpoint: args.mountpoint,
         allow_other: args.allow_other,
+        mkdir: args.mkdir,
         threads: 8,
         view: mount::snapshot_fs::Options {
             account: args.account,
@@ -803,6 +818,27 @@ fn run_prune(
                 report.blobs_missing
             );
         }
+    }
+    Ok(exit::OK)
+}
+
+fn run_unmount(g: &Global, mountpoint: &std::path::Path, lazy: bool) -> anyhow::Result<u8> {
+    use mount::mountpoint::{MountPoint, Unmounted};
+    // A folder that does not exist holds no mount: a unit's clean-up
+    // before the first start must not fail on it.
+    let unmounted = match MountPoint::resolve(mountpoint, false) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => 0,
+        place => match place?.unmount(lazy)? {
+            Unmounted::NotMounted => 0,
+            Unmounted::Unmounted(n) => n,
+        },
+    };
+    if g.json {
+        println!("{}", json!({ "unmounted": unmounted }));
+    } else if unmounted == 0 {
+        println!("nothing mounted at {}", mountpoint.display());
+    } else {
+        println!("unmounted {}", mountpoint.display());
     }
     Ok(exit::OK)
 }

@@ -9,21 +9,29 @@
 //! "transport endpoint is not connected" rather than turn into an empty
 //! folder, which an rsync or a cleanup script would read as "everything was
 //! deleted" (Borg's `vfs.py` makes the same point).
+//!
+//! As root, the mount point is resolved once without following links and
+//! mounted on by descriptor, and unmounted the same way
+//! ([`mountpoint`]): it runs through folders a tenant owns. A user
+//! mounting their own repository goes through `fusermount3`, which does
+//! the same checks with its setuid rights.
 
 pub mod acl;
 pub mod fuse;
+pub mod mountpoint;
 pub mod snapshot_fs;
 
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use fuser::{MountOption, Session, SessionACL};
+use fuser::{MountOption, Session, SessionACL, SessionUnmounter};
 
 use crate::error::{Error, IoContext, Result};
 use crate::repository::Repository;
 use fuse::FuseAdapter;
+use mountpoint::MountPoint;
 use snapshot_fs::SnapshotFs;
 
 #[derive(Clone, Debug)]
@@ -35,6 +43,9 @@ pub struct MountOptions {
     /// Threads serving kernel requests: readers of different files must not
     /// wait for each other.
     pub threads: usize,
+    /// Create the mount point and the folders on the way when missing
+    /// (owned like the folder each is made in).
+    pub mkdir: bool,
     pub view: snapshot_fs::Options,
 }
 
@@ -42,6 +53,15 @@ pub struct MountOptions {
 pub struct Mounted {
     session: Session<FuseAdapter>,
     mountpoint: PathBuf,
+    unmounter: Unmounter,
+}
+
+/// Who unmounts at a stop signal.
+enum Unmounter {
+    /// Root: by descriptor, never through a link ([`mountpoint`]).
+    Ours(Arc<MountPoint>),
+    /// A user's mount: fuser, through fusermount3.
+    Fuser(SessionUnmounter),
 }
 
 /// Mount the repository at `opts.mountpoint`. The kernel knows the file
@@ -51,38 +71,87 @@ pub fn mount(repo_path: &Path, opts: &MountOptions) -> Result<Mounted> {
     // before any thread (prefetchers, workers) starts, so all inherit it.
     block_stop_signals();
     limit_malloc_fragmentation();
-    let mountpoint = opts.mountpoint.canonicalize().at(&opts.mountpoint)?;
-    if !mountpoint.is_dir() {
-        return Err(Error::Invalid(format!(
-            "{} is not a folder",
-            mountpoint.display()
-        )));
-    }
-    let repo = Repository::open(repo_path)?;
-    let fs = SnapshotFs::new(repo, opts.view.clone())?;
+    let place = MountPoint::resolve(&opts.mountpoint, opts.mkdir)?;
+    let target = place.open_target(opts.mkdir)?;
+    // The repository by its absolute path: nothing below depends on the
+    // working folder.
+    let repo_path = std::path::absolute(repo_path).at(repo_path)?;
+    let repo = Repository::open(&repo_path)?;
+    let adapter = FuseAdapter::new(SnapshotFs::new(repo, opts.view.clone())?);
     let mut config = fuser::Config::default();
-    config.mount_options = vec![
+    config.acl = if opts.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    let mountpoint = place.path().to_path_buf();
+    let (session, unmounter) = if rustix::process::geteuid().is_root() {
+        let device = mount_by_descriptor(&target, opts.allow_other).at(&mountpoint)?;
+        let session = Session::from_fd(adapter, device, config.acl, config).at(&mountpoint)?;
+        (session, Unmounter::Ours(Arc::new(place)))
+    } else {
+        drop(target);
+        config.mount_options = fusermount_options(opts.allow_other);
+        let mut session = Session::new(adapter, &mountpoint, &config).at(&mountpoint)?;
+        let unmounter = Unmounter::Fuser(session.unmount_callable());
+        (session, unmounter)
+    };
+    if let Unmounter::Ours(place) = &unmounter {
+        raise_readahead_of(place);
+    }
+    Ok(Mounted {
+        session,
+        mountpoint,
+        unmounter,
+    })
+}
+
+/// mount(2) on the descriptor of the folder found without links: the
+/// kernel resolves `/proc/self/fd/N` to exactly that folder, wherever
+/// links in its path point meanwhile. Returns the /dev/fuse descriptor.
+fn mount_by_descriptor(target: &OwnedFd, allow_other: bool) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::mount::MountFlags;
+    let device = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
+    // rootmode: only its type bits matter (a folder). default_permissions
+    // with allow_other: the kernel enforces the snapshot's owners and modes.
+    let mut data = format!(
+        "fd={},rootmode=40000,user_id={},group_id={}",
+        device.as_raw_fd(),
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw()
+    );
+    if allow_other {
+        data.push_str(",allow_other,default_permissions");
+    }
+    let data = std::ffi::CString::new(data).expect("no NUL in mount options");
+    rustix::mount::mount(
+        "snapfs",
+        format!("/proc/self/fd/{}", target.as_fd().as_raw_fd()),
+        // "fuse.snapfs": mountinfo shows it, and backup skips such mounts.
+        mountpoint::FSTYPE,
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+        Some(data.as_c_str()),
+    )?;
+    Ok(device)
+}
+
+fn fusermount_options(allow_other: bool) -> Vec<MountOption> {
+    let mut options = vec![
         MountOption::RO,
         MountOption::FSName("snapfs".into()),
-        // `Subtype` is only handed to fusermount; the mount(2) that fuser
-        // tries first as root would drop it. As a kernel option it reaches
-        // both, and mountinfo shows `fuse.snapfs`, which backup skips.
+        // `Subtype` is only handed to fusermount; as a kernel option it
+        // reaches both paths, and mountinfo shows `fuse.snapfs`.
         MountOption::CUSTOM("subtype=snapfs".into()),
         MountOption::NoDev,
         MountOption::NoSuid,
     ];
-    if opts.allow_other {
-        config.mount_options.push(MountOption::DefaultPermissions);
-        config.acl = SessionACL::All;
+    if allow_other {
+        options.push(MountOption::DefaultPermissions);
     }
-    config.n_threads = Some(opts.threads.max(1));
-    config.clone_fd = true;
-    let session = Session::new(FuseAdapter::new(fs), &mountpoint, &config).at(&mountpoint)?;
-    raise_readahead(&mountpoint);
-    Ok(Mounted {
-        session,
-        mountpoint,
-    })
+    options
 }
 
 impl Mounted {
@@ -92,29 +161,52 @@ impl Mounted {
 
     /// Serve requests until the file system is unmounted, or a stop signal
     /// arrives, which unmounts it.
-    pub fn serve(mut self) -> Result<()> {
-        let mut unmounter = self.session.unmount_callable();
-        let mountpoint = self.mountpoint.clone();
+    pub fn serve(self) -> Result<()> {
+        let Mounted {
+            session,
+            mountpoint,
+            unmounter,
+        } = self;
+        let shown = mountpoint.clone();
         let spawned = std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
                 let signal = wait_for_stop_signal();
-                tracing::info!("signal {signal}: unmounting {}", mountpoint.display());
-                if let Err(e) = unmounter.unmount() {
-                    // Busy (a shell sits in it): detach now, the kernel finishes
-                    // when the last user leaves.
-                    tracing::warn!(
-                        "unmounting {}: {e}; detaching it lazily",
-                        mountpoint.display()
-                    );
-                    lazy_unmount(&mountpoint);
-                }
+                tracing::info!("signal {signal}: unmounting {}", shown.display());
+                unmount_at_stop(unmounter, &shown);
             });
         if let Err(e) = spawned {
-            tracing::warn!("no signal thread, stop with fusermount3 -u: {e}");
+            tracing::warn!("no signal thread, stop with snapfs unmount: {e}");
         }
-        let mountpoint = self.mountpoint.clone();
-        self.session.run().at(mountpoint)
+        session.run().at(mountpoint)
+    }
+}
+
+/// Unmount; busy (a shell sits in it): detach now, the kernel finishes
+/// when the last user leaves.
+fn unmount_at_stop(unmounter: Unmounter, shown: &Path) {
+    let result = match unmounter {
+        Unmounter::Ours(place) => place
+            .unmount(false)
+            .or_else(|e| {
+                tracing::warn!("unmounting {}: {e}; detaching it lazily", shown.display());
+                place.unmount(true)
+            })
+            .map(drop),
+        Unmounter::Fuser(mut fuser) => fuser
+            .unmount()
+            .or_else(|e| {
+                tracing::warn!("unmounting {}: {e}; detaching it lazily", shown.display());
+                std::process::Command::new("fusermount3")
+                    .args(["-u", "-z", "--"])
+                    .arg(shown)
+                    .status()
+                    .map(drop)
+            })
+            .map_err(|e| Error::io(shown, e)),
+    };
+    if let Err(e) = result {
+        tracing::warn!("could not unmount {}: {e}", shown.display());
     }
 }
 
@@ -123,12 +215,12 @@ impl Mounted {
 /// unmounted, with its standard streams on /dev/null and its warnings in
 /// syslog.
 pub fn daemon(repo_path: &Path, opts: &MountOptions) -> Result<()> {
-    // The child changes to / so it does not hold the caller's folder busy.
-    let repo_path = repo_path
-        .canonicalize()
-        .unwrap_or_else(|_| repo_path.to_path_buf());
+    // The child changes to / so it does not hold the caller's folder busy:
+    // absolute paths, made so without following any link (the mount point
+    // is resolved without links in the child).
+    let repo_path = std::path::absolute(repo_path).at(repo_path)?;
     let mut opts = opts.clone();
-    opts.mountpoint = opts.mountpoint.canonicalize().at(&opts.mountpoint)?;
+    opts.mountpoint = std::path::absolute(&opts.mountpoint).at(&opts.mountpoint)?;
     let mut fds = [0; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(Error::io("pipe", std::io::Error::last_os_error()));
@@ -227,16 +319,15 @@ fn limit_malloc_fragmentation() {
 /// user mount keeps the default. Public for `benches/fuse_passthrough.rs`,
 /// which must be measured on the same settings.
 pub fn raise_readahead(mountpoint: &Path) {
-    // Not stat(2): nothing serves the mount yet, a GETATTR would hang.
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let target = mountpoint.as_os_str().as_bytes();
-    let Some(dev) = mountinfo.lines().rev().find_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        // Field 5 is the mount point (octal-escaped); our paths rarely need it.
-        (fields.get(4)?.as_bytes() == target).then(|| fields[2].to_string())
-    }) else {
+    if let Ok(place) = MountPoint::resolve(mountpoint, false) {
+        raise_readahead_of(&place);
+    }
+}
+
+fn raise_readahead_of(place: &MountPoint) {
+    // By the mount's id, not stat(2): nothing serves the mount yet, a
+    // GETATTR would hang.
+    let Ok(Some((dev, _))) = place.mount_id().and_then(mountpoint::mountinfo_of) else {
         return;
     };
     let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
@@ -269,20 +360,4 @@ fn wait_for_stop_signal() -> i32 {
             return signal;
         }
     }
-}
-
-fn lazy_unmount(mountpoint: &Path) {
-    let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
-        return;
-    };
-    if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
-        return;
-    }
-    // Not root: the setuid helper may do it.
-    let _ = std::process::Command::new("fusermount3")
-        .arg("-u")
-        .arg("-z")
-        .arg("--")
-        .arg(mountpoint)
-        .status();
 }

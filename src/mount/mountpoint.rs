@@ -1,0 +1,436 @@
+//! Mount points that a tenant cannot redirect.
+//!
+//! A mount point such as `/home/alice/admin/backup` runs through folders
+//! the tenant owns. Anything that resolves that path twice, or follows a
+//! link on the way, can be made to act elsewhere: with `~/admin` a link to
+//! `/home/bob/admin`, a restart of alice's mount unmounted bob's and showed
+//! alice's backups in bob's home; with `~/admin/backup` a link to
+//! `/opt/private`, the mount hid that folder (issue 9). So:
+//!
+//! - the path is resolved **once**, without following any link
+//!   (`openat2` with `RESOLVE_NO_SYMLINKS` to its folder, then the last
+//!   name with `O_NOFOLLOW`), and a path through a link is refused;
+//! - the mount is made on the descriptor of the folder found that way
+//!   (`mount(2)` on `/proc/self/fd/N`, which the kernel resolves to exactly
+//!   that folder), not on its path;
+//! - unmounting checks, on descriptors, that the name is a mount point of
+//!   snapfs (its mount id differs from its folder's, and mountinfo says
+//!   `fuse.snapfs`), then unmounts `/proc/self/fd/<folder>/<name>` with
+//!   `UMOUNT_NOFOLLOW`: the folder is the one checked, and a mount point
+//!   cannot be renamed or replaced while mounted (EBUSY), so the name is
+//!   too. Nothing else is ever unmounted.
+//!
+//! Folders created for a mount point (`--mkdir`) are made one at a time
+//! with `mkdirat` below the folder already open, and belong to the owner
+//! of the folder they are made in (a home's `admin/` belongs to its user).
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, CWD};
+use rustix::io::Errno;
+use rustix::mount::UnmountFlags;
+
+use crate::error::{Error, Result};
+
+/// The file system type snapfs mounts show in mountinfo.
+pub const FSTYPE: &str = "fuse.snapfs";
+
+/// A mount point, resolved once: its folder, open, and its name there.
+#[derive(Debug)]
+pub struct MountPoint {
+    /// As given (made absolute), for messages only: never opened again.
+    path: PathBuf,
+    parent: OwnedFd,
+    name: Vec<u8>,
+}
+
+/// What `unmount` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unmounted {
+    /// Nothing was mounted there (or the name does not exist).
+    NotMounted,
+    /// This many snapfs mounts were unmounted (stacked stale ones count).
+    Unmounted(usize),
+}
+
+impl MountPoint {
+    /// Resolve `path`'s folder without following links; with `mkdir`,
+    /// create the missing folders on the way (not the mount point itself).
+    pub fn resolve(path: &Path, mkdir: bool) -> Result<MountPoint> {
+        let path = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
+        let (Some(folder), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(Error::Invalid(format!(
+                "{} cannot be a mount point",
+                path.display()
+            )));
+        };
+        let parent = if mkdir {
+            open_or_create_folders(folder)?
+        } else {
+            open_folder(folder)?
+        };
+        Ok(MountPoint {
+            name: name.as_bytes().to_vec(),
+            parent,
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The mount point's name inside its open folder, as a path the kernel
+    /// resolves through the descriptor (the magic link is followed, being
+    /// no last component; the name is looked up in exactly that folder).
+    fn via_parent(&self) -> PathBuf {
+        let mut p = PathBuf::from(format!("/proc/self/fd/{}", self.parent.as_raw_fd()));
+        p.push(OsStr::from_bytes(&self.name));
+        p
+    }
+
+    /// The folder to mount on: a real, empty folder, not a link and not a
+    /// mount point already. With `mkdir`, created when missing.
+    pub fn open_target(&self, mkdir: bool) -> Result<OwnedFd> {
+        let fd = match self.open_name() {
+            Err(e) if e == Errno::NOENT && mkdir => {
+                make_folder(self.parent.as_fd(), &self.name, &self.path)?;
+                self.open_name()
+            }
+            other => other,
+        }
+        .map_err(|e| self.error(e))?;
+        if mount_id(fd.as_fd())? != mount_id(self.parent.as_fd())? {
+            return Err(Error::Invalid(format!(
+                "{} is a mount point already (unmount it first: snapfs unmount {})",
+                self.path.display(),
+                self.path.display()
+            )));
+        }
+        let stat = rustix::fs::fstat(&fd).map_err(|e| self.error(e))?;
+        match FileType::from_raw_mode(stat.st_mode) {
+            FileType::Directory => {}
+            FileType::Symlink => {
+                return Err(Error::Invalid(format!(
+                    "{} is a symbolic link: refusing to mount where it points",
+                    self.path.display()
+                )))
+            }
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "{} is not a folder",
+                    self.path.display()
+                )))
+            }
+        }
+        if !is_empty(fd.as_fd()).map_err(|e| self.error(e))? {
+            return Err(Error::Invalid(format!(
+                "{} is not empty: a mount would hide what is in it",
+                self.path.display()
+            )));
+        }
+        Ok(fd)
+    }
+
+    fn open_name(&self) -> rustix::io::Result<OwnedFd> {
+        rustix::fs::openat(
+            &self.parent,
+            OsStr::from_bytes(&self.name),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    }
+
+    /// The id of the mount at this name (its folder's, when none is).
+    pub fn mount_id(&self) -> Result<u64> {
+        let fd = self.open_name().map_err(|e| self.error(e))?;
+        mount_id(fd.as_fd())
+    }
+
+    /// The snapfs mount at this name, if any: its type is checked, so that
+    /// nothing but a snapfs mount is ever unmounted.
+    fn mounted(&self) -> Result<Option<String>> {
+        let fd = match self.open_name() {
+            Ok(fd) => fd,
+            Err(e) if e == Errno::NOENT => return Ok(None),
+            Err(e) => return Err(self.error(e)),
+        };
+        let id = mount_id(fd.as_fd())?;
+        if id == mount_id(self.parent.as_fd())? {
+            return Ok(None);
+        }
+        Ok(Some(fstype_of(id)?.unwrap_or_default()))
+    }
+
+    /// Unmount every snapfs mount stacked at this name (a stale one left
+    /// by a killed daemon first shows as "Transport endpoint is not
+    /// connected"). `lazy` detaches a busy mount; without it a busy one
+    /// is an error.
+    pub fn unmount(&self, lazy: bool) -> Result<Unmounted> {
+        let mut count = 0;
+        // A few stacked mounts at most; the bound only stops a loop should
+        // the kernel keep answering "mounted" for a name it did unmount.
+        while count < 16 {
+            match self.mounted()? {
+                None => break,
+                Some(fstype) if fstype == FSTYPE => {}
+                Some(fstype) => {
+                    return Err(Error::Invalid(format!(
+                        "{} is a mount point of {}, not of snapfs: leaving it",
+                        self.path.display(),
+                        if fstype.is_empty() {
+                            "unknown type"
+                        } else {
+                            &fstype
+                        }
+                    )))
+                }
+            }
+            self.unmount_once(lazy)?;
+            count += 1;
+        }
+        Ok(match count {
+            0 => Unmounted::NotMounted,
+            n => Unmounted::Unmounted(n),
+        })
+    }
+
+    fn unmount_once(&self, lazy: bool) -> Result<()> {
+        let mut flags = UnmountFlags::NOFOLLOW;
+        if lazy {
+            flags |= UnmountFlags::DETACH;
+        }
+        match rustix::mount::unmount(self.via_parent(), flags) {
+            Ok(()) => Ok(()),
+            Err(e) if e == Errno::BUSY => Err(Error::Invalid(format!(
+                "{} is busy (a process works in it); --lazy detaches it now and \
+                 the kernel finishes when the last user leaves",
+                self.path.display()
+            ))),
+            // Not root: fusermount3 (setuid) unmounts our own mounts the
+            // same way (UMOUNT_NOFOLLOW from the opened folder).
+            Err(e) if e == Errno::PERM => fusermount_unmount(&self.path, lazy),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    fn error(&self, e: Errno) -> Error {
+        Error::io(&self.path, std::io::Error::from(e))
+    }
+}
+
+/// Open an absolute folder without following links, or say which link.
+fn open_folder(folder: &Path) -> Result<OwnedFd> {
+    rustix::fs::openat2(
+        CWD,
+        folder,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| link_error(folder, e))
+}
+
+fn link_error(folder: &Path, e: Errno) -> Error {
+    if e != Errno::LOOP {
+        return Error::io(folder, std::io::Error::from(e));
+    }
+    // Which one, for the message; nothing is opened through it.
+    let link = folder
+        .ancestors()
+        .find(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()));
+    Error::Invalid(format!(
+        "{} is a symbolic link: mount points are reached without following links \
+         (give the real path, see realpath(1))",
+        link.unwrap_or(folder).display()
+    ))
+}
+
+/// Walk `folder` from `/` one name at a time, creating what is missing.
+fn open_or_create_folders(folder: &Path) -> Result<OwnedFd> {
+    let mut fd = open_folder(Path::new("/"))?;
+    let mut walked = PathBuf::from("/");
+    for component in folder.components() {
+        let name = match component {
+            Component::RootDir => continue,
+            Component::Normal(name) => name,
+            // `..` and `.` would need the path they undo: resolve it whole.
+            _ => return open_folder(folder),
+        };
+        walked.push(name);
+        let open = |fd: &OwnedFd| {
+            rustix::fs::openat2(
+                fd,
+                name,
+                // RESOLVE_NO_SYMLINKS, not O_NOFOLLOW: that would open a
+                // link itself and fail with "not a folder" instead of ELOOP.
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            )
+        };
+        fd = match open(&fd) {
+            Err(e) if e == Errno::NOENT => {
+                make_folder(fd.as_fd(), name.as_bytes(), &walked)?;
+                open(&fd)
+            }
+            other => other,
+        }
+        .map_err(|e| link_error(&walked, e))?;
+    }
+    Ok(fd)
+}
+
+/// Create `name` in `parent`, owned like `parent`, mode 0755. A link or
+/// file raced into its place makes the opening fail, never followed.
+fn make_folder(parent: BorrowedFd, name: &[u8], path: &Path) -> Result<()> {
+    let io = |e: Errno| Error::io(path, std::io::Error::from(e));
+    let owner = rustix::fs::fstat(parent).map_err(io)?;
+    match rustix::fs::mkdirat(parent, OsStr::from_bytes(name), Mode::from_raw_mode(0o755)) {
+        Ok(()) => {}
+        Err(e) if e == Errno::EXIST => return Ok(()),
+        Err(e) => return Err(io(e)),
+    }
+    let made = rustix::fs::openat(
+        parent,
+        OsStr::from_bytes(name),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io)?;
+    let uid = rustix::fs::Uid::from_raw(owner.st_uid);
+    let gid = rustix::fs::Gid::from_raw(owner.st_gid);
+    match rustix::fs::fchown(&made, Some(uid), Some(gid)) {
+        // Not root: the folder is ours, which is all we may make it.
+        Err(e) if e == Errno::PERM => Ok(()),
+        other => other.map_err(io),
+    }
+}
+
+fn is_empty(folder: BorrowedFd) -> rustix::io::Result<bool> {
+    let fd = rustix::fs::openat(
+        folder,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut dir = rustix::fs::Dir::read_from(&fd)?;
+    while let Some(entry) = dir.read() {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The id of the mount a descriptor is on, from `/proc/self/fdinfo`: no
+/// request reaches the file system (a dead FUSE daemon would fail a stat).
+pub fn mount_id(fd: BorrowedFd) -> Result<u64> {
+    let path = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
+    let mut text = String::new();
+    File::open(&path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(|e| Error::io(&path, e))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Error::Invalid(format!("{path} has no mnt_id")))
+}
+
+/// The fields of the mountinfo line of mount `id`: (major:minor, fstype).
+pub fn mountinfo_of(id: u64) -> Result<Option<(String, String)>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::io("/proc/self/mountinfo", e))?;
+    Ok(text.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fields: Vec<&str> = left.split(' ').collect();
+        if fields.first()?.parse::<u64>().ok()? != id {
+            return None;
+        }
+        Some((
+            fields.get(2)?.to_string(),
+            right.split(' ').next()?.to_string(),
+        ))
+    }))
+}
+
+fn fstype_of(id: u64) -> Result<Option<String>> {
+    Ok(mountinfo_of(id)?.map(|(_, fstype)| fstype))
+}
+
+fn fusermount_unmount(path: &Path, lazy: bool) -> Result<()> {
+    let mut command = std::process::Command::new("fusermount3");
+    command.arg("-u");
+    if lazy {
+        command.arg("-z");
+    }
+    let out = command
+        .arg("--")
+        .arg(path)
+        .output()
+        .map_err(|e| Error::io("fusermount3", e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "fusermount3 -u {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_on_the_way_or_at_the_end_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(real.join("admin/backup")).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(real.join("admin/backup"), real.join("admin/other")).unwrap();
+
+        let err = MountPoint::resolve(&dir.path().join("link/admin/backup"), false).unwrap_err();
+        assert!(err.to_string().contains("link is a symbolic link"), "{err}");
+        let err = MountPoint::resolve(&dir.path().join("link/admin/backup"), true).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+
+        let at_end = MountPoint::resolve(&real.join("admin/other"), false).unwrap();
+        let err = at_end.open_target(false).unwrap_err();
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
+
+        let good = MountPoint::resolve(&real.join("admin/backup"), false).unwrap();
+        good.open_target(false).unwrap();
+        assert_eq!(good.unmount(false).unwrap(), Unmounted::NotMounted);
+    }
+
+    #[test]
+    fn mkdir_makes_the_missing_folders_and_refuses_a_full_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("home/admin/backup");
+        let mp = MountPoint::resolve(&path, true).unwrap();
+        mp.open_target(true).unwrap();
+        assert!(path.is_dir());
+        std::fs::write(path.join("x"), b"x").unwrap();
+        let err = mp.open_target(false).unwrap_err();
+        assert!(err.to_string().contains("not empty"), "{err}");
+        // Missing without --mkdir: a clear error naming it.
+        let err = MountPoint::resolve(&dir.path().join("none/x"), false).unwrap_err();
+        assert!(err.to_string().contains("none"), "{err}");
+    }
+
+    #[test]
+    fn only_snapfs_mounts_are_unmounted() {
+        // /proc is a mount point of another type: never touched.
+        let proc_mount = MountPoint::resolve(Path::new("/proc"), false).unwrap();
+        let err = proc_mount.unmount(true).unwrap_err();
+        assert!(err.to_string().contains("not of snapfs"), "{err}");
+    }
+}

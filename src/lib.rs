@@ -43,6 +43,11 @@
 //!
 //! # Mount data flow
 //!
+//! As root the mount point is resolved once, without following links, and
+//! mounted on by descriptor; `snapfs unmount` unmounts only a snapfs mount,
+//! reached the same way ([`mount::mountpoint`]): the path runs through
+//! folders a tenant owns.
+//!
 //! kernel request → `fuser` worker thread (8) → [`mount::fuse`] translates →
 //! [`mount::snapshot_fs::SnapshotFs`]: root listing from the snapshot records
 //! (re-listed at most every 2 s, `refresh_index` when new ones appear) →

@@ -592,7 +592,7 @@ fn run_restore(
     let (selector, path) = spec.split_once(':').unwrap_or((spec, ""));
     let repo = open(g)?;
     let entry = select(&repo, selector, account)?;
-    let outcome = restore::run(&repo, &entry.snapshot.tree, path.as_bytes(), target)?;
+    let outcome = restore::run(&repo, &entry.snapshot.tree, path.as_bytes(), target, None)?;
     if g.json {
         println!(
             "{}",

@@ -4,18 +4,37 @@
 //!
 //! A damaged chunk fails the file that needs it, with a message; the rest of
 //! the snapshot is still restored.
+//!
+//! # Restore never writes outside its target
+//!
+//! Restore runs as root into folders that tenants own and can change while
+//! it runs (the everyday case: a tenant's folder restored into their home).
+//! So the target path is resolved once, refusing symlinks on it, into a
+//! directory descriptor ([`target::open_target`]); everything below is
+//! reached from descriptors one name at a time, never following a link, and
+//! everything in the way is replaced by removing that entry itself
+//! ([`target`] explains how). Metadata is set on descriptors
+//! ([`metadata::apply`]). A tenant racing a restore can make entries fail
+//! (reported, exit code 4), not redirect a write.
+
+mod target;
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{self as rfs, AtFlags, FileType};
+
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
-use crate::metadata;
+use crate::metadata::{self, Handle};
 use crate::repository::Repository;
 use crate::snapshot::{self, Node, NodeKind};
+use target::FileId;
 
 /// Zero runs of this many bytes (block-aligned) become holes.
 const HOLE_BLOCK: usize = 4096;
@@ -29,159 +48,216 @@ pub struct RestoreOutcome {
     pub errors: Vec<String>,
 }
 
-pub fn run(repo: &Repository, root: &Id, subpath: &[u8], target: &Path) -> Result<RestoreOutcome> {
+/// Restore `subpath` of the snapshot tree `root` into the folder `target`
+/// (created if missing; a path through a symlink is refused).
+///
+/// A folder's entries go into `target`, which then gets the folder's own
+/// metadata; for the snapshot root that is `root_node`, when the caller
+/// has it (`None`: the target keeps its own). A file or other entry is
+/// restored under its name inside `target`.
+pub fn run(
+    repo: &Repository,
+    root: &Id,
+    subpath: &[u8],
+    target: &Path,
+    root_node: Option<&Node>,
+) -> Result<RestoreOutcome> {
     let node = snapshot::resolve(repo, root, subpath)?;
+    let target_fd = target::open_target(target)?;
+    raise_descriptor_limit();
     let mut restorer = Restorer {
         repo,
+        target,
+        target_fd: target_fd.as_fd(),
         restore_owner: unsafe { libc::geteuid() } == 0,
         hard_links: HashMap::new(),
         outcome: RestoreOutcome::default(),
     };
-    fs::create_dir_all(target).at(target)?;
+    let top = Path::new("");
     if node.is_dir() {
-        // The contents of a directory go into the target.
         let subtree = node
             .subtree
             .ok_or_else(|| Error::corrupt("directory", "has no tree"))?;
-        restorer.restore_tree(&subtree, target)?;
-        if !subpath.iter().all(|&b| b == b'/') {
-            restorer.finish(target, &node);
+        restorer.restore_tree(&subtree, target_fd.as_fd(), top);
+        let is_root = subpath.iter().all(|&b| b == b'/');
+        if let Some(own) = if is_root { root_node } else { Some(&node) } {
+            if let Err(e) = restorer.apply(Handle::Open(target_fd.as_fd()), own, top) {
+                restorer.error(top, e);
+            }
         }
     } else {
-        restorer.restore_node(&node, &target.join(std::ffi::OsStr::from_bytes(&node.name)))?;
+        let rel = Path::new(OsStr::from_bytes(&node.name));
+        restorer.restore_node(target_fd.as_fd(), &node, rel);
     }
     Ok(restorer.outcome)
 }
 
+/// Restore holds one descriptor per folder level it is in; raise the soft
+/// limit (often 1,024) to the hard one so that a deep tree does not fail
+/// with EMFILE. Restore uses no select(), which is what the low soft limit
+/// protects.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 struct Restorer<'a> {
     repo: &'a Repository,
+    /// The target as the user gave it: for messages only.
+    target: &'a Path,
+    target_fd: BorrowedFd<'a>,
     restore_owner: bool,
-    /// (device, inode) of multiply-linked files already restored → path.
-    hard_links: HashMap<(u64, u64), PathBuf>,
+    /// (device, inode) at backup time of multiply-linked files already
+    /// restored → where restore made the first one.
+    hard_links: HashMap<(u64, u64), FirstLink>,
     outcome: RestoreOutcome,
 }
 
+/// The first link of a hard-linked file: its path relative to the target,
+/// reopened from the target's descriptor for each further link, and the
+/// (device, inode) restore created there, which it must still be.
+struct FirstLink {
+    rel: PathBuf,
+    id: FileId,
+}
+
 impl Restorer<'_> {
-    fn error(&mut self, path: &Path, e: impl std::fmt::Display) {
-        let line = format!("{}: {e}", path.display());
+    fn shown(&self, rel: &Path) -> PathBuf {
+        self.target.join(rel)
+    }
+
+    fn error(&mut self, rel: &Path, e: Error) {
+        let line = match e {
+            // Already names the entry.
+            Error::Io { .. } => e.to_string(),
+            other => format!("{}: {other}", self.shown(rel).display()),
+        };
         eprintln!("error: {line}");
         self.outcome.errors.push(line);
     }
 
-    /// Restore the entries of a tree into `dir`. Only an unreadable tree is
-    /// returned as an error; entry failures are recorded and skipped.
-    fn restore_tree(&mut self, id: &Id, dir: &Path) -> Result<()> {
+    /// Restore the entries of a tree into `dir`. Failures are recorded and
+    /// skipped, an unreadable tree included.
+    fn restore_tree(&mut self, id: &Id, dir: BorrowedFd, rel: &Path) {
         let tree = match snapshot::load_tree(self.repo, id) {
             Ok(t) => t,
-            Err(e) => {
-                self.error(dir, e);
-                return Ok(());
-            }
+            Err(e) => return self.error(rel, e),
         };
         for node in &tree.nodes {
-            let path = dir.join(std::ffi::OsStr::from_bytes(&node.name));
-            self.restore_node(node, &path)?;
+            let child = rel.join(OsStr::from_bytes(&node.name));
+            self.restore_node(dir, node, &child);
         }
-        Ok(())
     }
 
-    fn restore_node(&mut self, node: &Node, path: &Path) -> Result<()> {
-        let created = match node.kind {
-            NodeKind::Dir => {
-                match fs::create_dir(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
-                    Err(e) => {
-                        self.error(path, e);
-                        return Ok(());
-                    }
-                }
-                self.outcome.dirs += 1;
-                if let Some(subtree) = node.subtree {
-                    self.restore_tree(&subtree, path)?;
-                }
-                Ok(true)
-            }
-            NodeKind::File => self.restore_file(node, path),
-            NodeKind::Symlink => {
-                remove_existing(path);
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&node.link_target), path)
-                    .at(path)
-                    .map(|_| true)
-            }
-            _ => {
-                remove_existing(path);
-                metadata::make_special(path, node).map(|_| true)
-            }
+    /// Restore `node` as `node.name` in `dir`; `rel` is its path in the
+    /// target.
+    fn restore_node(&mut self, dir: BorrowedFd, node: &Node, rel: &Path) {
+        let result = match node.kind {
+            NodeKind::Dir => self.restore_dir(dir, node, rel),
+            NodeKind::File => self.restore_file(dir, node, rel),
+            NodeKind::Symlink => self.restore_symlink(dir, node, rel),
+            _ => self.restore_special(dir, node, rel),
         };
-        match created {
-            Ok(true) => self.finish(path, node),
-            Ok(false) => {}
-            Err(e) => self.error(path, e),
-        }
-        Ok(())
-    }
-
-    /// Metadata last, after contents: writing a file or a directory's entries
-    /// would change the times we just set.
-    fn finish(&mut self, path: &Path, node: &Node) {
-        if let Err(e) = metadata::apply(path, node, self.restore_owner) {
-            self.error(path, e);
+        if let Err(e) = result {
+            self.error(rel, e);
         }
     }
 
-    /// Returns Ok(false) when the file was hard-linked to an earlier one,
-    /// whose metadata is already right.
-    fn restore_file(&mut self, node: &Node, path: &Path) -> Result<bool> {
-        remove_existing(path);
+    fn restore_dir(&mut self, dir: BorrowedFd, node: &Node, rel: &Path) -> Result<()> {
+        let fd = target::open_or_make_dir(dir, &node.name).at(self.shown(rel))?;
+        self.outcome.dirs += 1;
+        if let Some(subtree) = node.subtree {
+            self.restore_tree(&subtree, fd.as_fd(), rel);
+        }
+        self.apply(Handle::Open(fd.as_fd()), node, rel)
+    }
+
+    fn restore_file(&mut self, dir: BorrowedFd, node: &Node, rel: &Path) -> Result<()> {
+        let shown = self.shown(rel);
+        let name = &node.name[..];
+        target::make_room(dir, name).at(&shown)?;
+        let key = (node.device, node.inode);
         if node.links > 1 {
-            if let Some(first) = self.hard_links.get(&(node.device, node.inode)) {
-                fs::hard_link(first, path).at(path)?;
+            if let Some(first) = self.hard_links.get(&key) {
+                // The first link has the metadata already.
+                target::link_beneath(self.target_fd, &first.rel, first.id, dir, name).at(&shown)?;
                 self.outcome.files += 1;
-                return Ok(false);
+                return Ok(());
             }
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .at(path)?;
-        let offset = match write_content(self.repo, &file, path, &node.content) {
+        let file = target::create_file(dir, name).at(&shown)?;
+        let id = target::file_id(&file).at(&shown)?;
+        let length = match self.write_content(&file, &shown, &node.content) {
             Ok(n) => n,
             Err(e) => {
                 // A half-written file looks like a good one to the next
-                // program that reads it: remove it; the error names it.
+                // program that reads it: remove it (if it is still ours);
+                // the error names it.
                 drop(file);
-                let _ = fs::remove_file(path);
+                if rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| (st.st_dev, st.st_ino) == id)
+                {
+                    let _ = rfs::unlinkat(dir, name, AtFlags::empty());
+                }
                 return Err(e);
             }
         };
         self.outcome.files += 1;
-        self.outcome.bytes += offset;
+        self.outcome.bytes += length;
         if node.links > 1 {
-            self.hard_links
-                .insert((node.device, node.inode), path.to_path_buf());
+            let rel = rel.to_path_buf();
+            self.hard_links.insert(key, FirstLink { rel, id });
         }
-        Ok(true)
+        self.apply(Handle::Open(file.as_fd()), node, rel)
     }
-}
 
-/// Write a file's chunks; returns its length.
-fn write_content(repo: &Repository, file: &File, path: &Path, chunks: &[Id]) -> Result<u64> {
-    let mut offset = 0u64;
-    for id in chunks {
-        let data = repo.load_blob(id)?;
-        write_sparse(file, &data, offset).at(path)?;
-        offset += data.len() as u64;
+    fn restore_symlink(&mut self, dir: BorrowedFd, node: &Node, rel: &Path) -> Result<()> {
+        let shown = self.shown(rel);
+        target::make_room(dir, &node.name).at(&shown)?;
+        rfs::symlinkat(&node.link_target[..], dir, &node.name[..])
+            .map_err(std::io::Error::from)
+            .at(&shown)?;
+        let fd = target::open_made(dir, &node.name, FileType::Symlink, 0).at(&shown)?;
+        self.apply(Handle::Path(fd.as_fd()), node, rel)
     }
-    // Trailing holes: extend without writing.
-    file.set_len(offset).at(path)?;
-    Ok(offset)
-}
 
-fn remove_existing(path: &Path) {
-    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir()) {
-        let _ = fs::remove_file(path);
+    fn restore_special(&mut self, dir: BorrowedFd, node: &Node, rel: &Path) -> Result<()> {
+        let shown = self.shown(rel);
+        target::make_room(dir, &node.name).at(&shown)?;
+        metadata::make_special(dir, &node.name, node).at(&shown)?;
+        let kind = FileType::from_raw_mode(node.kind.mode_bits());
+        let fd = target::open_made(dir, &node.name, kind, node.rdev).at(&shown)?;
+        self.apply(Handle::Path(fd.as_fd()), node, rel)
+    }
+
+    /// Metadata last, after contents: writing a file or a directory's
+    /// entries would change the times it sets.
+    fn apply(&self, handle: Handle, node: &Node, rel: &Path) -> Result<()> {
+        let shown = self.shown(rel);
+        metadata::apply(handle, node, self.restore_owner, &shown).at(&shown)
+    }
+
+    /// Write a file's chunks; returns its length.
+    fn write_content(&self, file: &File, shown: &Path, chunks: &[Id]) -> Result<u64> {
+        let mut offset = 0u64;
+        for id in chunks {
+            let data = self.repo.load_blob(id)?;
+            write_sparse(file, &data, offset).at(shown)?;
+            offset += data.len() as u64;
+        }
+        // Trailing holes: extend without writing.
+        file.set_len(offset).at(shown)?;
+        Ok(offset)
     }
 }
 
@@ -204,21 +280,4 @@ fn write_sparse(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::MetadataExt;
-
-    #[test]
-    fn zero_blocks_become_holes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sparse");
-        let file = File::create(&path).unwrap();
-        let mut data = vec![0u8; 1 << 20];
-        data[10] = 1;
-        write_sparse(&file, &data, 0).unwrap();
-        file.set_len(data.len() as u64).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), data);
-        let blocks = fs::metadata(&path).unwrap().blocks();
-        assert!(blocks * 512 < 64 * 1024, "{blocks} blocks allocated");
-    }
-}
+mod tests;

@@ -268,6 +268,71 @@ fn symlinks_and_special_files_replace_what_is_there() {
 }
 
 #[test]
+fn repeated_zero_chunks_are_read_once_and_stay_holes() {
+    const CHUNK: usize = 64 * 1024;
+    const REPEATS: usize = 4096; // 256 MiB of zeros per file
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, root) = snapshot(tmp.path(), |p| {
+        let (zeros, _) = p.add(Kind::Data, &vec![0u8; CHUNK]).unwrap();
+        let (data, _) = p.add(Kind::Data, b"data in the middle").unwrap();
+        let mut content = vec![zeros; REPEATS];
+        content.push(data);
+        content.extend(vec![zeros; REPEATS]);
+        let sparse = |name: &str, content: Vec<Id>| Node {
+            content,
+            ..base(name, NodeKind::File, 0o600)
+        };
+        vec![sparse("a", content), sparse("b", vec![zeros; REPEATS])]
+    });
+    let target = tmp.path().join("t");
+    let outcome = restore(&repo, &root, &target);
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert_eq!(outcome.chunks_read, 2, "the chunk of zeros is read once");
+
+    let a = fs::File::open(target.join("a")).unwrap();
+    let length = (2 * REPEATS * CHUNK + 18) as u64;
+    assert_eq!(a.metadata().unwrap().len(), length);
+    assert!(
+        a.metadata().unwrap().blocks() * 512 <= 64 * 1024,
+        "holes stay holes"
+    );
+    let mut middle = [1u8; 20];
+    a.read_exact_at(&mut middle, (REPEATS * CHUNK - 1) as u64)
+        .unwrap();
+    assert_eq!(&middle, b"\0data in the middle\0");
+    let b = fs::metadata(target.join("b")).unwrap();
+    assert_eq!(b.len(), (REPEATS * CHUNK) as u64);
+    assert_eq!(b.blocks(), 0);
+}
+
+/// The case the zero-chunk memory is for: a backup that stores a 1 TiB
+/// sparse file as 131,072 chunks of 8 MiB zeros. Ignored: it makes a
+/// 1 TiB (sparse) file; run with `cargo test --lib -- --ignored tebibyte`.
+#[test]
+#[ignore]
+fn a_tebibyte_of_zero_chunks_restores_in_seconds() {
+    const CHUNK: usize = 8 << 20;
+    const COUNT: usize = 131_072;
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, root) = snapshot(tmp.path(), |p| {
+        let (zeros, _) = p.add(Kind::Data, &vec![0u8; CHUNK]).unwrap();
+        vec![Node {
+            content: vec![zeros; COUNT],
+            ..base("huge", NodeKind::File, 0o600)
+        }]
+    });
+    let started = std::time::Instant::now();
+    let outcome = restore(&repo, &root, &tmp.path().join("t"));
+    let took = started.elapsed();
+    eprintln!("1 TiB of zero chunks restored in {took:?}");
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    let meta = fs::metadata(tmp.path().join("t/huge")).unwrap();
+    assert_eq!(meta.len(), (CHUNK * COUNT) as u64);
+    assert_eq!(meta.blocks(), 0);
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+}
+
+#[test]
 fn the_target_gets_the_restored_folders_metadata() {
     let tmp = tempfile::tempdir().unwrap();
     let (repo, root) = snapshot(tmp.path(), |p| {

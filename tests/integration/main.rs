@@ -12,6 +12,9 @@
 //! - `sources`:    unreadable and vanishing source files.
 //! - `fixture`:    a repository written by format v1 stays readable.
 //! - `prune`:      thirty rolling days: forget, prune, kills, concurrency.
+//! - `restore_target`: restore into folders that already hold things (a
+//!   symlink where a folder or file goes, a full folder), a target path
+//!   through a symlink, repeated zero chunks.
 
 mod concurrent;
 mod corruption;
@@ -19,6 +22,7 @@ mod crash;
 mod dedup;
 mod fixture;
 mod prune;
+mod restore_target;
 mod roundtrip;
 mod sources;
 mod support;

@@ -157,8 +157,15 @@ fn unlink_entry(dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
 /// racer put there after `make_room`, and `O_NOFOLLOW` refuses a symlink.
 pub fn create_file(dir: BorrowedFd, name: &[u8]) -> io::Result<File> {
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = rfs::openat(dir, name, flags, Mode::from_raw_mode(PRIVATE_FILE))?;
-    Ok(File::from(fd))
+    match rfs::openat(dir, name, flags, Mode::from_raw_mode(PRIVATE_FILE)) {
+        Ok(fd) => Ok(File::from(fd)),
+        // The name alone cannot be missing: the folder restore holds is.
+        Err(Errno::NOENT) => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "its folder was removed while restoring",
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// An `O_PATH` descriptor of the symlink or special file restore just made

@@ -38,6 +38,13 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
 
+/// Folders restore only passes through (the target path, a hard link's
+/// first path): search permission is enough.
+const SEARCH_FLAGS: OFlags = OFlags::PATH
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
 /// New folders and files are private to root until their metadata is set
 /// (last): a tenant cannot add entries to a folder, or open a file, while
 /// restore is still filling it.
@@ -51,27 +58,38 @@ pub type FileId = (u64, u64);
 /// path that goes through a symlink.
 ///
 /// Each component is opened with `O_NOFOLLOW | O_DIRECTORY` from the
-/// previous one; a missing one is made with `mkdirat` (mode 0777 less the
-/// umask, as `mkdir -p` would). A symlink anywhere on the path is refused
-/// with its name and the real path to use instead: the operator types the
-/// target, so a link on it is either a mistake or a tenant's trap, and in
-/// both cases the operator should see where it leads before writing there.
+/// previous one (`O_PATH` but for the last: passing through a folder needs
+/// only search permission, as in a path lookup); a missing one is made
+/// with `mkdirat` (mode 0777 less the umask, as `mkdir -p` would). A
+/// symlink anywhere on the path is refused with its name and the real path
+/// to use instead: the operator types the target, so a link on it is
+/// either a mistake or a tenant's trap, and in both cases the operator
+/// should see where it leads before writing there.
 pub fn open_target(path: &Path) -> Result<OwnedFd> {
-    let start = if path.is_absolute() { "/" } else { "." };
-    let mut fd = rfs::openat(CWD, start, DIR_FLAGS, Mode::empty())
-        .map_err(|e| Error::io(start, e.into()))?;
-    let mut walked = PathBuf::from(start);
     let components: Vec<Component> = path.components().collect();
-    for (i, component) in components.iter().enumerate() {
-        let name: &OsStr = match component {
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => continue,
-            Component::ParentDir => OsStr::new(".."),
-            Component::Normal(name) => name,
-        };
+    let steps: Vec<(usize, &OsStr)> = components
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            Component::ParentDir => Some((i, OsStr::new(".."))),
+            Component::Normal(name) => Some((i, *name)),
+            _ => None,
+        })
+        .collect();
+    let flags = |last: bool| if last { DIR_FLAGS } else { SEARCH_FLAGS };
+    let (start, mut walked) = if path.is_absolute() {
+        ("/", PathBuf::from("/"))
+    } else {
+        (".", PathBuf::new())
+    };
+    let mut fd = rfs::openat(CWD, start, flags(steps.is_empty()), Mode::empty())
+        .map_err(|e| Error::io(start, e.into()))?;
+    for (k, &(i, name)) in steps.iter().enumerate() {
+        let flags = flags(k + 1 == steps.len());
         walked.push(name);
-        let opened = match rfs::openat(&fd, name, DIR_FLAGS, Mode::empty()) {
+        let opened = match rfs::openat(&fd, name, flags, Mode::empty()) {
             Err(Errno::NOENT) => match rfs::mkdirat(&fd, name, Mode::from_raw_mode(0o777)) {
-                Ok(()) | Err(Errno::EXIST) => rfs::openat(&fd, name, DIR_FLAGS, Mode::empty()),
+                Ok(()) | Err(Errno::EXIST) => rfs::openat(&fd, name, flags, Mode::empty()),
                 Err(e) => Err(e),
             },
             other => other,
@@ -225,19 +243,14 @@ pub fn link_beneath(
     let Some((last, folders)) = names.split_last() else {
         return Err(io::Error::other("empty path"));
     };
-    let path_flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut at: Option<OwnedFd> = None;
     for folder in folders {
         let from = at.as_ref().map_or(root, |fd| fd.as_fd());
-        at = Some(rfs::openat(
-            from,
-            *folder,
-            path_flags | OFlags::DIRECTORY,
-            Mode::empty(),
-        )?);
+        at = Some(rfs::openat(from, *folder, SEARCH_FLAGS, Mode::empty())?);
     }
     let from = at.as_ref().map_or(root, |fd| fd.as_fd());
-    let file = rfs::openat(from, *last, path_flags, Mode::empty())?;
+    let file_flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let file = rfs::openat(from, *last, file_flags, Mode::empty())?;
     let st = rfs::fstat(&file)?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || (st.st_dev, st.st_ino) != id
     {

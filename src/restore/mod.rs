@@ -17,7 +17,7 @@
 //! ([`metadata::apply`]). A tenant racing a restore can make entries fail
 //! (reported, exit code 4), not redirect a write.
 
-mod target;
+pub mod target;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;

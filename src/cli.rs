@@ -625,7 +625,8 @@ fn run_restore(
     let (selector, path) = spec.split_once(':').unwrap_or((spec, ""));
     let repo = open(g)?;
     let entry = select(&repo, selector, account)?;
-    let outcome = restore::run(&repo, &entry.snapshot.tree, path.as_bytes(), target)?;
+    let root = entry.snapshot.root.as_ref();
+    let outcome = restore::run(&repo, &entry.snapshot.tree, path.as_bytes(), target, root)?;
     if g.json {
         println!(
             "{}",

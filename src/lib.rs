@@ -25,6 +25,9 @@
 //!   [`prune`], [`migrate`], [`mount`]) are one module each, named like the
 //!   command;
 //!   [`retention`] is `forget`'s policy as a pure function.
+//! - [`restore`] reaches its target only through descriptors, without
+//!   following links ([`restore::target`]): it runs as root inside folders
+//!   that tenants change while it runs.
 //!
 //! # Backup data flow
 //!

@@ -2,13 +2,16 @@
 //! (backup) and from a `Node` back onto the file system (restore).
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::CStr;
 use std::fs::Metadata;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, Timestamps, Uid, XattrFlags, CWD};
+
 use crate::snapshot::{Node, NodeKind, Timestamp, Xattr};
 
 pub fn kind_of(meta: &Metadata) -> NodeKind {
@@ -170,86 +173,99 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-fn cpath(path: &Path) -> Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::Invalid(format!("{} contains a NUL byte", path.display())))
+/// What restore sets a node's metadata through: a descriptor, never a
+/// path a tenant could swap between two calls.
+#[derive(Clone, Copy)]
+pub enum Handle<'a> {
+    /// A file or folder restore opened itself: `fchown`, `fchmod`,
+    /// `fsetxattr`, `futimens` act on exactly that inode.
+    Open(BorrowedFd<'a>),
+    /// An `O_PATH | O_NOFOLLOW` descriptor of a symlink or special file
+    /// (`restore::target::open_made`). The f-calls refuse such a
+    /// descriptor, and opening a device or a fifo to get a better one could
+    /// block or act on hardware; so the calls go through
+    /// `/proc/self/fd/N`, which names the node itself (a symlink there is
+    /// not followed further), and `fchownat(fd, "", AT_EMPTY_PATH)`.
+    Path(BorrowedFd<'a>),
 }
 
-fn check(rc: libc::c_int, path: &Path) -> Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(Error::io(path, std::io::Error::last_os_error()))
-    }
-}
-
-/// Restore ownership (when allowed), mode, extended attributes and times of
-/// `path` from `node`, in that order: chown clears setuid bits and writing
-/// xattrs may touch times, so times come last.
-pub fn apply(path: &Path, node: &Node, restore_owner: bool) -> Result<()> {
-    let c = cpath(path)?;
+/// Restore ownership (when allowed), mode, extended attributes and times
+/// of the node behind `handle`, in that order: chown clears setuid bits and
+/// writing xattrs may touch times, so times come last. `shown` names the
+/// entry in warnings.
+pub fn apply(handle: Handle, node: &Node, restore_owner: bool, shown: &Path) -> io::Result<()> {
     if restore_owner {
-        // SAFETY: `c` is a valid NUL-terminated path.
-        check(
-            unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) },
-            path,
-        )?;
+        // -1 is chown's "leave as is": a snapshot cannot ask for it.
+        let uid = (node.uid != u32::MAX).then(|| Uid::from_raw(node.uid));
+        let gid = (node.gid != u32::MAX).then(|| Gid::from_raw(node.gid));
+        match handle {
+            Handle::Open(fd) => rfs::fchown(fd, uid, gid)?,
+            Handle::Path(fd) => rfs::chownat(fd, "", uid, gid, AtFlags::EMPTY_PATH)?,
+        }
     }
+    // A symlink has no mode of its own (always 0777).
     if node.kind != NodeKind::Symlink {
-        // SAFETY: as above.
-        check(
-            unsafe { libc::chmod(c.as_ptr(), node.mode as libc::mode_t) },
-            path,
-        )?;
+        let mode = Mode::from_raw_mode(node.mode & 0o7777);
+        match handle {
+            Handle::Open(fd) => rfs::fchmod(fd, mode)?,
+            Handle::Path(fd) => rfs::chmodat(CWD, proc_path(fd), mode, AtFlags::empty())?,
+        }
     }
     for x in &node.xattrs {
-        let name = OsStr::from_bytes(&x.name);
-        if let Err(e) = xattr::set(path, name, &x.value) {
+        let set = match handle {
+            Handle::Open(fd) => rfs::fsetxattr(fd, &x.name[..], &x.value, XattrFlags::empty()),
+            Handle::Path(fd) => {
+                rfs::setxattr(proc_path(fd), &x.name[..], &x.value, XattrFlags::empty())
+            }
+        };
+        if let Err(e) = set {
             // Restoring to a file system without xattrs (or without the
-            // trusted.* namespace as non-root) loses them, with a warning.
+            // trusted.* namespace as non-root, or user.* on a symlink or
+            // a device, which Linux refuses) loses them, with a warning.
             tracing::warn!(
-                "{}: cannot set xattr {}: {e}",
-                path.display(),
-                name.to_string_lossy()
+                "{}: cannot set xattr {}: {}",
+                shown.display(),
+                String::from_utf8_lossy(&x.name),
+                io::Error::from(e)
             );
         }
     }
-    let times = [timespec(node.atime), timespec(node.mtime)];
-    // SAFETY: `times` has the two entries utimensat expects.
-    check(
-        unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                times.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        },
-        path,
-    )
+    let times = Timestamps {
+        last_access: timespec(node.atime),
+        last_modification: timespec(node.mtime),
+    };
+    match handle {
+        Handle::Open(fd) => rfs::futimens(fd, &times)?,
+        Handle::Path(fd) => rfs::utimensat(CWD, proc_path(fd), &times, AtFlags::empty())?,
+    }
+    Ok(())
 }
 
-fn timespec(t: Timestamp) -> libc::timespec {
-    libc::timespec {
-        tv_sec: t.secs as libc::time_t,
-        tv_nsec: t.nanos as libc::c_long,
+fn timespec(t: Timestamp) -> rustix::fs::Timespec {
+    rustix::fs::Timespec {
+        tv_sec: t.secs,
+        tv_nsec: t.nanos.into(),
     }
 }
 
-/// Create a fifo, socket or device node.
-pub fn make_special(path: &Path, node: &Node) -> Result<()> {
-    let c = cpath(path)?;
-    let mode = node.kind.mode_bits() | (node.mode & 0o7777);
-    // SAFETY: `c` is a valid path; mknod does not keep the pointer.
-    check(
-        unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, node.rdev as libc::dev_t) },
-        path,
-    )
+/// The /proc path of a descriptor: path calls on it reach the node the
+/// descriptor holds without resolving any name again.
+pub fn proc_path(fd: BorrowedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Create the fifo, socket or device node `node` as `name` in `dir`. The
+/// mode is private until `apply` sets the node's own.
+pub fn make_special(dir: BorrowedFd, name: &[u8], node: &Node) -> io::Result<()> {
+    let kind = FileType::from_raw_mode(node.kind.mode_bits());
+    rfs::mknodat(dir, name, kind, Mode::from_raw_mode(0o600), node.rdev)?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn captures_file_metadata() {
@@ -262,6 +278,39 @@ mod tests {
         assert_eq!(node.size, 5);
         assert_eq!(node.links, 1);
         assert_eq!(node.uid, meta.uid());
+    }
+
+    #[test]
+    fn apply_through_an_o_path_handle_sets_the_node_itself() {
+        use rustix::fs::OFlags;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("target"), b"x").unwrap();
+        std::os::unix::fs::symlink("target", dir.path().join("link")).unwrap();
+        let before = std::fs::metadata(dir.path().join("target")).unwrap();
+        let fd = rfs::openat(
+            CWD,
+            dir.path().join("link"),
+            OFlags::PATH | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .unwrap();
+        let node = Node {
+            kind: NodeKind::Symlink,
+            mtime: Timestamp {
+                secs: 1_500_000_000,
+                nanos: 7,
+            },
+            ..Node::default()
+        };
+        apply(Handle::Path(fd.as_fd()), &node, false, dir.path()).unwrap();
+        let link = std::fs::symlink_metadata(dir.path().join("link")).unwrap();
+        assert_eq!((link.mtime(), link.mtime_nsec()), (1_500_000_000, 7));
+        let after = std::fs::metadata(dir.path().join("target")).unwrap();
+        assert_eq!(
+            after.mtime(),
+            before.mtime(),
+            "the link's target is untouched"
+        );
     }
 
     #[test]
@@ -281,7 +330,8 @@ mod tests {
             },
             ..Node::default()
         };
-        apply(&path, &node, false).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        apply(Handle::Open(file.as_fd()), &node, false, &path).unwrap();
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o7777, 0o640);
         assert_eq!(

@@ -15,6 +15,9 @@
 //!   and a departed account's `--all`.
 //! - `privacy`:    repository files 0600 and folders 0700 whatever the umask.
 //! - `prune`:      thirty rolling days: forget, prune, kills, concurrency.
+//! - `restore_target`: restore into folders that already hold things (a
+//!   symlink where a folder or file goes, a full folder), a target path
+//!   through a symlink, repeated zero chunks.
 
 mod concurrent;
 mod corruption;
@@ -24,6 +27,7 @@ mod fixture;
 mod forget;
 mod privacy;
 mod prune;
+mod restore_target;
 mod roundtrip;
 mod sources;
 mod support;

@@ -98,6 +98,7 @@ pub mod repository;
 pub mod restore;
 pub mod retention;
 pub mod snapshot;
+pub mod source;
 pub mod weighted_lru;
 
 pub use error::{Error, Result};

@@ -1,5 +1,6 @@
 //! Source trouble: unreadable files make a partial snapshot (exit code 3)
-//! with a warning naming each path, and the rest is still backed up.
+//! with a warning naming each path, and the rest is still backed up; a
+//! source path that does not exist is an error before anything is created.
 
 use crate::support::*;
 use std::fs;
@@ -104,4 +105,25 @@ fn full_disk_is_a_clear_error_and_harms_nothing() {
     );
     assert!(out.status.success());
     assert_eq!(fs::read(target.join("small")).unwrap(), b"fits");
+}
+
+/// `backup /typo` with a fresh `--repo`: exit code 1, a message naming the
+/// path, and no repository left behind (it is created only once the
+/// sources are open).
+#[test]
+fn a_missing_source_path_creates_no_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let real = dir.path().join("real");
+    fs::create_dir(&real).unwrap();
+    for args in [
+        vec!["backup", "/does/not/exist"],
+        vec!["backup", real.to_str().unwrap(), "/does/not/exist"],
+    ] {
+        let out = snapfs(&repo, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("/does/not/exist"), "{stderr}");
+        assert!(!repo.exists(), "{args:?} created {}", repo.display());
+    }
 }

@@ -127,3 +127,38 @@ fn a_missing_source_path_creates_no_repository() {
         assert!(!repo.exists(), "{args:?} created {}", repo.display());
     }
 }
+
+/// `--one-file-system` compares the device of each folder's descriptor
+/// with the source's: a file system mounted inside is kept as an empty
+/// folder; without the flag its contents are backed up.
+#[test]
+fn one_file_system_keeps_mount_points_empty() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let t = TestRepo::new();
+    let source = t.path("src");
+    let mnt = source.join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    fs::write(source.join("here"), b"same fs").unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    fs::write(mnt.join("there"), b"other fs").unwrap();
+    let src = source.to_str().unwrap();
+    t.ok(&["backup", "--time", "2026-11-23", "-x", src]);
+    assert_eq!(t.ok(&["ls", "-R", "latest"]), "here\nmnt\n");
+    t.ok(&["backup", "--time", "2026-11-24", src]);
+    assert_eq!(t.ok(&["ls", "-R", "latest"]), "here\nmnt\nmnt/there\n");
+}

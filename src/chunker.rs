@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{self, Read};
 
 use crate::error::{Error, Result};
+use crate::id::Id;
 
 /// Chunk size bounds, fixed per repository in its config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +161,43 @@ impl<R: Read> Chunks<'_, R> {
     }
 }
 
+/// Ids of all-zero chunks, by length, each hashed once.
+///
+/// A backup stores a hole of a sparse file as zero chunks (of the maximum
+/// chunk size, plus one shorter remainder) without reading it. Restore and
+/// the mount can recognise such a chunk from its id and its length in the
+/// index (`Repository::blob_size`) instead of loading and decompressing
+/// it: a 1 TiB hole is 131,072 copies of one 8 MiB chunk.
+#[derive(Default)]
+pub struct ZeroChunkIds {
+    ids: std::collections::HashMap<usize, Id>,
+}
+
+impl ZeroChunkIds {
+    /// The id of `len` zero bytes.
+    pub fn id(&mut self, len: usize) -> Id {
+        *self.ids.entry(len).or_insert_with(|| zero_chunk_id(len))
+    }
+
+    /// Whether the blob `id`, of `len` bytes, is all zeros.
+    pub fn is_zero(&mut self, id: &Id, len: usize) -> bool {
+        self.id(len) == *id
+    }
+}
+
+/// The id of `len` zero bytes, hashed without allocating them.
+pub fn zero_chunk_id(len: usize) -> Id {
+    const ZEROS: [u8; 16 * 1024] = [0; 16 * 1024];
+    let mut hasher = blake3::Hasher::new();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(ZEROS.len());
+        hasher.update(&ZEROS[..n]);
+        left -= n;
+    }
+    Id(*hasher.finalize().as_bytes())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -234,6 +272,28 @@ pub(crate) mod tests {
         .map(|c| c.unwrap().length)
         .collect();
         assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn zero_chunk_ids_match_hashed_zeros() {
+        let mut ids = ZeroChunkIds::default();
+        for len in [1, 4095, 16 * 1024, 16 * 1024 + 1, 100_000] {
+            assert_eq!(ids.id(len), Id::hash(&vec![0; len]), "{len}");
+            assert!(ids.is_zero(&Id::hash(&vec![0; len]), len));
+            assert!(!ids.is_zero(&Id::hash(&vec![0; len]), len + 1));
+        }
+    }
+
+    #[test]
+    fn zeros_are_cut_at_the_maximum_size() {
+        // Why a hole is stored as maximum-size zero chunks: it is what the
+        // chunker makes of zeros read at a chunk boundary, so a file that
+        // became sparse still shares its zero chunks with older backups.
+        for p in [small_params(), ChunkerParams::default()] {
+            let max = p.max_size as usize;
+            let lengths = cut_lengths(p, &vec![0; 2 * max + 100]);
+            assert_eq!(lengths, vec![max, max, 100]);
+        }
     }
 
     #[test]

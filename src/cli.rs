@@ -466,6 +466,8 @@ fn parse_time(text: &str) -> anyhow::Result<(Timestamp, i32)> {
 }
 
 fn run_backup(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
+    // Sources first: `backup /typo` must fail before it creates a repository.
+    let sources = backup::Sources::open(&args.paths)?;
     let path = repo_path(g);
     let repo = if Repository::exists(&path) {
         // backup::run reads the index under its lock.
@@ -489,7 +491,7 @@ fn run_backup(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
         progress: !g.json,
         lock_wait: args.lock_wait,
     };
-    let outcome = backup::run(&repo, &opts)?;
+    let outcome = backup::run_sources(&repo, &opts, sources)?;
     if g.json {
         let mut value = snapshot_json(&outcome.id, &outcome.snapshot);
         value["warnings"] = json!(outcome.warnings);

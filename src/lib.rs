@@ -28,14 +28,21 @@
 //! - [`restore`] reaches its target only through descriptors, without
 //!   following links ([`restore::target`]): it runs as root inside folders
 //!   that tenants change while it runs.
+//! - [`source`] is what a backup reads, beside `snapshot` under `backup`:
+//!   today a file system tree, reached through descriptors only
+//!   ([`source::fs`]), because backups run as root over trees that their
+//!   owners change meanwhile.
 //!
 //! # Backup data flow
 //!
-//! walker thread: readdir → lstat → skip if unchanged since the parent
-//! snapshot → read → [`chunker`] → bounded queue → worker threads: BLAKE3,
-//! dedup against the index, zstd, append to the open pack → pack full:
-//! write atomically → every 64 packs and at the end: write an index file →
-//! all durable: write the snapshot file.
+//! walker thread, one open folder per level: getdents → `fstatat` of the
+//! name (no symlink followed) → `openat(O_NOFOLLOW)` from the folder's
+//! descriptor → `fstat`, skipped if it is not what the `fstatat` saw → skip
+//! if unchanged since the parent snapshot → `SEEK_DATA` extents (holes:
+//! zero chunk ids, not read) → read → [`chunker`] → bounded queue → worker
+//! threads: BLAKE3, dedup against the index, zstd, append to the open pack
+//! → pack full: write atomically → every 64 packs and at the end: write an
+//! index file → all durable: write the snapshot file.
 //!
 //! # Read data flow
 //!
@@ -106,6 +113,7 @@ pub mod repository;
 pub mod restore;
 pub mod retention;
 pub mod snapshot;
+pub mod source;
 pub mod weighted_lru;
 
 pub use error::{Error, Result};

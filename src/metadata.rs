@@ -1,8 +1,9 @@
 //! File metadata, both ways: from the file system into a tree `Node`
-//! (backup) and from a `Node` back onto the file system (restore).
+//! (backup: [`node_from_stat`] of the descriptor it read) and from a `Node`
+//! back onto the file system (restore).
 
 use std::collections::HashMap;
-use std::ffi::CStr;
+use std::ffi::{CStr, OsStr};
 use std::fs::Metadata;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -72,10 +73,79 @@ pub fn node_from_metadata(name: &[u8], meta: &Metadata, names: &mut UserNames) -
     }
 }
 
+/// The node kind of an `st_mode`.
+pub fn kind_of_mode(mode: u32) -> NodeKind {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => NodeKind::Dir,
+        libc::S_IFLNK => NodeKind::Symlink,
+        libc::S_IFIFO => NodeKind::Fifo,
+        libc::S_IFSOCK => NodeKind::Socket,
+        libc::S_IFCHR => NodeKind::CharDevice,
+        libc::S_IFBLK => NodeKind::BlockDevice,
+        _ => NodeKind::File,
+    }
+}
+
+/// A node with the metadata of a `stat` (the backup's `fstat` of the
+/// descriptor it read) and no content yet.
+// The field widths of `struct stat` differ between architectures: casts
+// that are no-ops on one are needed on another.
+#[allow(clippy::unnecessary_cast)]
+pub fn node_from_stat(name: &[u8], st: &rustix::fs::Stat, names: &mut UserNames) -> Node {
+    let kind = kind_of_mode(st.st_mode as u32);
+    Node {
+        name: name.to_vec(),
+        kind,
+        mode: st.st_mode as u32 & 0o7777,
+        uid: st.st_uid as u32,
+        gid: st.st_gid as u32,
+        user: names.user(st.st_uid as u32),
+        group: names.group(st.st_gid as u32),
+        size: if kind == NodeKind::Dir {
+            0
+        } else {
+            st.st_size as u64
+        },
+        mtime: Timestamp {
+            secs: st.st_mtime as i64,
+            nanos: st.st_mtime_nsec as u32,
+        },
+        ctime: Timestamp {
+            secs: st.st_ctime as i64,
+            nanos: st.st_ctime_nsec as u32,
+        },
+        atime: Timestamp {
+            secs: st.st_atime as i64,
+            nanos: st.st_atime_nsec as u32,
+        },
+        inode: st.st_ino as u64,
+        device: st.st_dev as u64,
+        links: st.st_nlink as u64,
+        rdev: match kind {
+            NodeKind::CharDevice | NodeKind::BlockDevice => st.st_rdev as u64,
+            _ => 0,
+        },
+        ..Node::default()
+    }
+}
+
 /// Extended attributes of `path` itself (not a symlink's target), sorted by
 /// name. File systems without xattr support yield none.
 pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
-    let names = match xattr::list(path) {
+    collect_xattrs(xattr::list(path), |name| xattr::get(path, name))
+}
+
+/// Extended attributes of an open file or directory, as [`read_xattrs`].
+pub fn read_xattrs_of(file: &std::fs::File) -> std::io::Result<Vec<Xattr>> {
+    use xattr::FileExt;
+    collect_xattrs(file.list_xattr(), |name| file.get_xattr(name))
+}
+
+fn collect_xattrs(
+    names: std::io::Result<xattr::XAttrs>,
+    get: impl Fn(&OsStr) -> std::io::Result<Option<Vec<u8>>>,
+) -> std::io::Result<Vec<Xattr>> {
+    let names = match names {
         Ok(names) => names,
         Err(e) if is_unsupported(&e) => return Ok(Vec::new()),
         Err(e) => return Err(e),
@@ -83,7 +153,7 @@ pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
     let mut out = Vec::new();
     for name in names {
         // An attribute removed between list and get is simply not there.
-        if let Some(value) = xattr::get(path, &name)? {
+        if let Some(value) = get(&name)? {
             out.push(Xattr {
                 name: name.as_bytes().to_vec(),
                 value,

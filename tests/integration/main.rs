@@ -9,7 +9,10 @@
 //! - `corruption`: damaged repositories give clear errors, never panics,
 //!   and undamaged snapshots keep working.
 //! - `concurrent`: backups running at the same time lose nothing.
-//! - `sources`:    unreadable and vanishing source files.
+//! - `sources`:    unreadable and vanishing source files; a missing source
+//!   path creates nothing.
+//! - `deep_and_sparse`: a tree 1,000 levels deep; sparse files up to 1 TiB
+//!   back up without reading their holes and restore sparse.
 //! - `fixture`:    a repository written by format v1 stays readable.
 //! - `forget`:     refusals of policies that keep nothing; named snapshots
 //!   and a departed account's `--all`.
@@ -23,6 +26,7 @@ mod concurrent;
 mod corruption;
 mod crash;
 mod dedup;
+mod deep_and_sparse;
 mod fixture;
 mod forget;
 mod privacy;

@@ -1,5 +1,6 @@
 //! Source trouble: unreadable files make a partial snapshot (exit code 3)
-//! with a warning naming each path, and the rest is still backed up.
+//! with a warning naming each path, and the rest is still backed up; a
+//! source path that does not exist is an error before anything is created.
 
 use crate::support::*;
 use std::fs;
@@ -104,4 +105,60 @@ fn full_disk_is_a_clear_error_and_harms_nothing() {
     );
     assert!(out.status.success());
     assert_eq!(fs::read(target.join("small")).unwrap(), b"fits");
+}
+
+/// `backup /typo` with a fresh `--repo`: exit code 1, a message naming the
+/// path, and no repository left behind (it is created only once the
+/// sources are open).
+#[test]
+fn a_missing_source_path_creates_no_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let real = dir.path().join("real");
+    fs::create_dir(&real).unwrap();
+    for args in [
+        vec!["backup", "/does/not/exist"],
+        vec!["backup", real.to_str().unwrap(), "/does/not/exist"],
+    ] {
+        let out = snapfs(&repo, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("/does/not/exist"), "{stderr}");
+        assert!(!repo.exists(), "{args:?} created {}", repo.display());
+    }
+}
+
+/// `--one-file-system` compares the device of each folder's descriptor
+/// with the source's: a file system mounted inside is kept as an empty
+/// folder; without the flag its contents are backed up.
+#[test]
+fn one_file_system_keeps_mount_points_empty() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let t = TestRepo::new();
+    let source = t.path("src");
+    let mnt = source.join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    fs::write(source.join("here"), b"same fs").unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    fs::write(mnt.join("there"), b"other fs").unwrap();
+    let src = source.to_str().unwrap();
+    t.ok(&["backup", "--time", "2026-11-23", "-x", src]);
+    assert_eq!(t.ok(&["ls", "-R", "latest"]), "here\nmnt\n");
+    t.ok(&["backup", "--time", "2026-11-24", src]);
+    assert_eq!(t.ok(&["ls", "-R", "latest"]), "here\nmnt\nmnt/there\n");
 }

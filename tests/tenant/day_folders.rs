@@ -2,7 +2,7 @@
 //! the backed-up folder's own owner and mode, and with `--allow-other`
 //! the kernel keeps every other user out.
 
-use crate::support::{fuse_available, User};
+use crate::support::{fuse_available, shared_tempdir, TenantUser as User};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -51,8 +51,7 @@ fn another_user_can_neither_list_nor_read_a_private_homes_days() {
     let alice = User::create("snapfs-t-alice");
     let bob = User::create("snapfs-t-bob");
     let eve = User::create("snapfs-t-eve");
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let tmp = shared_tempdir();
     let repo = tmp.path().join("repo");
     let homes = tmp.path().join("homes");
     for (user, mode) in [(&alice, 0o700), (&bob, 0o711)] {

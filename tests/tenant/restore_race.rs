@@ -11,86 +11,16 @@
 //! root-owned file, 20 times. A restore that followed one link would put
 //! the tenant's content, owned by the tenant, into the root-owned folder.
 
-use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
+use crate::support::*;
+use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
-const SNAPFS: &str = env!("CARGO_BIN_EXE_snapfs");
-const USER: &str = "snapfs-racer";
 const FOLDERS: usize = 8;
 const FILES_PER_FOLDER: usize = 40;
 const RESTORES: usize = 20;
 /// The name of the root-owned file, also in every restored folder.
 const SECRET: &str = "secret";
-
-/// Whether this test can run here; panics instead of skipping under
-/// `SNAPFS_REQUIRE_FUSE=1`.
-fn can_run(test: &str) -> bool {
-    let root = unsafe { libc::geteuid() } == 0;
-    let tools = ["/usr/sbin/useradd", "/usr/sbin/userdel"];
-    let missing: Vec<_> = tools.iter().filter(|t| !Path::new(t).exists()).collect();
-    if root && missing.is_empty() {
-        return true;
-    }
-    let why = format!("{test}: needs root and useradd; root: {root}, missing: {missing:?}");
-    if std::env::var("SNAPFS_REQUIRE_FUSE").as_deref() == Ok("1") {
-        panic!("{why} (SNAPFS_REQUIRE_FUSE=1)");
-    }
-    eprintln!("skipping {why}");
-    false
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A real unprivileged user with its own group; removed on drop, after the
-/// racer (userdel refuses a user with running processes).
-struct Tenant {
-    uid: u32,
-    gid: u32,
-    racer: Option<Child>,
-}
-
-impl Tenant {
-    fn add() -> Tenant {
-        // Left over by a killed run.
-        let _ = Command::new("userdel").arg(USER).output();
-        let _ = Command::new("groupdel").arg(USER).output();
-        run(Command::new("useradd")
-            .args(["-M", "-U", "-d", "/nonexistent"])
-            .args(["-s", "/usr/sbin/nologin", USER]));
-        let id = |flag: &str| -> u32 {
-            let out = run(Command::new("id").arg(flag).arg(USER));
-            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-        };
-        Tenant {
-            uid: id("-u"),
-            gid: id("-g"),
-            racer: None,
-        }
-    }
-}
-
-impl Drop for Tenant {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.racer {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = Command::new("userdel").arg(USER).output();
-        let _ = Command::new("groupdel").arg(USER).output();
-    }
-}
 
 /// All an attacker could change about a path: content, mode, owner,
 /// mtime, and a folder's entries.
@@ -125,15 +55,6 @@ fn fingerprint(path: &Path) -> Fingerprint {
     }
 }
 
-fn chown_tree(path: &Path, uid: u32, gid: u32) {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
-    if std::fs::symlink_metadata(path).unwrap().is_dir() {
-        for entry in std::fs::read_dir(path).unwrap() {
-            chown_tree(&entry.unwrap().path(), uid, gid);
-        }
-    }
-}
-
 fn snapfs(repo: &Path, args: &[&str]) -> Output {
     Command::new(SNAPFS)
         .args(args)
@@ -148,17 +69,20 @@ fn a_racing_tenant_cannot_make_restore_write_outside_its_target() {
     if !can_run("a_racing_tenant_cannot_make_restore_write_outside_its_target") {
         return;
     }
-    let mut tenant = Tenant::add();
-    // Others may traverse it: the tenant reaches its home and the racer.
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let tenant = TenantUser::create("snapfs-race-r");
+    // Others may traverse it: the tenant reaches its home.
+    let tmp = shared_tempdir();
     let path = |name: &str| tmp.path().join(name);
 
     // Root's folder outside the home, and what it must still be at the end.
     let root_dir = path("root-owned");
     std::fs::create_dir(&root_dir).unwrap();
     std::fs::write(root_dir.join(SECRET), b"root's own, not the tenant's\n").unwrap();
-    std::fs::set_permissions(root_dir.join(SECRET), PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        root_dir.join(SECRET),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
     let before = (fingerprint(&root_dir), fingerprint(&root_dir.join(SECRET)));
 
     // The tenant's backed-up folder: files named like root's, the tenant's.
@@ -171,7 +95,7 @@ fn a_racing_tenant_cannot_make_restore_write_outside_its_target() {
             std::fs::write(folder.join(format!("f{f:02}")), format!("{i}/{f}")).unwrap();
         }
     }
-    chown_tree(&source, tenant.uid, tenant.gid);
+    tenant.give(&source);
     let repo = path("repo");
     let out = snapfs(&repo, &["init"]);
     assert!(out.status.success(), "{out:?}");
@@ -181,27 +105,14 @@ fn a_racing_tenant_cannot_make_restore_write_outside_its_target() {
     // The tenant's home and the target in it.
     let www = path("home/www");
     std::fs::create_dir_all(&www).unwrap();
-    chown_tree(&path("home"), tenant.uid, tenant.gid);
-
-    // The racer: this test binary, run as the tenant (a copy it can read).
-    let bin = path("bin");
-    std::fs::create_dir(&bin).unwrap();
-    std::fs::copy(std::env::current_exe().unwrap(), bin.join("tenant")).unwrap();
-    std::fs::set_permissions(bin.join("tenant"), PermissionsExt::from_mode(0o755)).unwrap();
-    let stop = path("stop");
-    tenant.racer = Some(
-        Command::new(bin.join("tenant"))
-            .args(["--exact", "restore_race::racer", "--ignored", "--nocapture"])
-            .env("SNAPFS_RACER_TARGET", &www)
-            .env("SNAPFS_RACER_LINK_TO", &root_dir)
-            .env("SNAPFS_RACER_STOP", &stop)
-            .current_dir("/")
-            .uid(tenant.uid)
-            .gid(tenant.gid)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    tenant.give(&path("home"));
+    let racer = spawn_as(
+        &tenant,
+        "restore_race::racer",
+        &[
+            ("SNAPFS_RACER_TARGET", www.as_os_str()),
+            ("SNAPFS_RACER_LINK_TO", root_dir.as_os_str()),
+        ],
     );
 
     let mut failed_entries = 0;
@@ -233,10 +144,9 @@ fn a_racing_tenant_cannot_make_restore_write_outside_its_target() {
         }
     }
 
-    std::fs::write(&stop, b"").unwrap();
-    let racer = tenant.racer.take().unwrap().wait_with_output().unwrap();
+    let (rounds, racer) = racer.stop();
+    assert!(rounds.is_some(), "the racer failed: {racer:?}");
     let said = String::from_utf8_lossy(&racer.stdout);
-    assert!(racer.status.success(), "racer: {racer:?}");
     let count = |key: &str| -> u64 {
         let field = said
             .split_whitespace()
@@ -277,14 +187,12 @@ fn a_racing_tenant_cannot_make_restore_write_outside_its_target() {
 /// The racer, run by the test above as the tenant; does nothing when run
 /// any other way.
 #[test]
-#[ignore]
+#[ignore = "a racer: run as the tenant by a_racing_tenant_cannot_make_restore_write_outside_its_target"]
 fn racer() {
-    let Ok(target) = std::env::var("SNAPFS_RACER_TARGET") else {
+    let Some(target) = racer_env("SNAPFS_RACER_TARGET") else {
         return;
     };
-    let target = PathBuf::from(target);
-    let link_to = PathBuf::from(std::env::var("SNAPFS_RACER_LINK_TO").unwrap());
-    let stop = PathBuf::from(std::env::var("SNAPFS_RACER_STOP").unwrap());
+    let link_to = racer_env("SNAPFS_RACER_LINK_TO").unwrap();
     use rustix::fs::{renameat_with, RenameFlags, CWD};
 
     // A symlink beside each folder, to exchange with it atomically.
@@ -292,9 +200,8 @@ fn racer() {
         let _ = symlink(&link_to, target.join(format!(".link{i}")));
     }
     let (mut exchanges, mut replaced) = (0u64, 0u64);
-    let deadline = Instant::now() + Duration::from_secs(300);
     let mut round = 0usize;
-    while !stop.exists() && Instant::now() < deadline {
+    race(|| {
         round += 1;
         let i = round % FOLDERS;
         let folder = target.join(format!("d{i}"));
@@ -325,7 +232,7 @@ fn racer() {
                 }
             }
         }
-    }
+    });
     let uid = unsafe { libc::geteuid() };
-    println!("racer: uid={uid} exchanges={exchanges} replaced={replaced}");
+    println!("swaps: uid={uid} exchanges={exchanges} replaced={replaced}");
 }

@@ -63,19 +63,7 @@ fn full_disk_is_a_clear_error_and_harms_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("small");
     fs::create_dir(&mnt).unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let _guard = Tmpfs::mount(&mnt, "2m");
     let repo = mnt.join("repo");
     let source = dir.path().join("src");
     fs::create_dir(&source).unwrap();
@@ -142,19 +130,7 @@ fn one_file_system_keeps_mount_points_empty() {
     let mnt = source.join("mnt");
     fs::create_dir_all(&mnt).unwrap();
     fs::write(source.join("here"), b"same fs").unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let _guard = Tmpfs::mount(&mnt, "1m");
     fs::write(mnt.join("there"), b"other fs").unwrap();
     let src = source.to_str().unwrap();
     t.ok(&["backup", "--time", "2026-11-23", "-x", src]);

@@ -66,9 +66,15 @@ impl Host {
         std::fs::create_dir_all(&private).unwrap();
         std::fs::write(private.join("secret"), b"root only").unwrap();
         let host = Host { dir, repo };
-        let bob = host.backup_dir("bob");
+        host.mount_bob();
+        host
+    }
+
+    /// Bob's backups at his `admin/backup`, as the unit mounts them.
+    fn mount_bob(&self) {
+        let bob = self.backup_dir("bob");
         ok(snapfs(
-            &host.repo,
+            &self.repo,
             &[
                 "mount",
                 "--daemon",
@@ -80,7 +86,6 @@ impl Host {
             &bob,
         ));
         assert_eq!(mounted_type(&bob).as_deref(), Some("fuse.snapfs"));
-        host
     }
 
     fn home(&self, account: &str) -> PathBuf {
@@ -203,18 +208,7 @@ fn a_killed_mount_is_cleared_and_mounted_again_by_the_units_commands() {
     // What snapfs-mount@.service runs on its restart.
     ok(snapfs(&host.repo, &["unmount", "--lazy"], &bob));
     assert_eq!(mounted_type(&bob), None, "the stale mount is gone");
-    ok(snapfs(
-        &host.repo,
-        &[
-            "mount",
-            "--daemon",
-            "--allow-other",
-            "--account",
-            "bob",
-            "--mkdir",
-        ],
-        &bob,
-    ));
+    host.mount_bob();
     host.assert_bob_untouched();
 }
 

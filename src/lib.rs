@@ -107,6 +107,7 @@ pub mod ls;
 pub mod metadata;
 pub mod migrate;
 pub mod mount;
+pub mod nofollow;
 pub mod progress;
 pub mod prune;
 pub mod repository;

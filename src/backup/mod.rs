@@ -107,6 +107,7 @@ impl Sources {
                     Error::NotFound(format!("backup source {} does not exist", abs.display()))
                 }
                 OpenError::Io { error, .. } => Error::io(&abs, error),
+                OpenError::Refused(why) => Error::Invalid(why),
                 OpenError::Changed => Error::Invalid(format!(
                     "backup source {} changed while it was opened",
                     abs.display()

@@ -276,6 +276,11 @@ impl<'a> Walker<'a> {
                 self.warn(&label, format!("vanished or unreadable: {error}"));
                 Ok(Visit::Skip)
             }
+            // Only source paths are refused; entries are opened by name.
+            Err(OpenError::Refused(why)) => {
+                self.warn(&label, why);
+                Ok(Visit::Skip)
+            }
         }
     }
 

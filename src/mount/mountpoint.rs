@@ -7,9 +7,9 @@
 //! alice's backups in bob's home; with `~/admin/backup` a link to
 //! `/opt/private`, the mount hid that folder (issue 9). So:
 //!
-//! - the path is resolved **once**, without following any link
-//!   (`openat2` with `RESOLVE_NO_SYMLINKS` to its folder, then the last
-//!   name with `O_NOFOLLOW`), and a path through a link is refused;
+//! - the path is resolved **once**, without following any link (its folder
+//!   one name at a time, [`crate::nofollow`], then the last name with
+//!   `O_NOFOLLOW`), and a path through a link is refused;
 //! - the mount is made on the descriptor of the folder found that way
 //!   (`mount(2)` on `/proc/self/fd/N`, which the kernel resolves to exactly
 //!   that folder), not on its path;
@@ -29,13 +29,14 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, CWD};
+use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::UnmountFlags;
 
 use crate::error::{Error, Result};
+use crate::nofollow::{self, Missing};
 
 /// The file system type snapfs mounts show in mountinfo.
 pub const FSTYPE: &str = "fuse.snapfs";
@@ -63,17 +64,13 @@ impl MountPoint {
     /// create the missing folders on the way (not the mount point itself).
     pub fn resolve(path: &Path, mkdir: bool) -> Result<MountPoint> {
         let path = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
-        let (Some(folder), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(Error::Invalid(format!(
-                "{} cannot be a mount point",
-                path.display()
-            )));
-        };
-        let parent = if mkdir {
-            open_or_create_folders(folder)?
+        let missing = if mkdir {
+            Missing::MakeLikeParent
         } else {
-            open_folder(folder)?
+            Missing::Refuse
         };
+        let (parent, name) = nofollow::open_parent("mount point", &path, missing)?;
+        let name = name.to_os_string();
         Ok(MountPoint {
             name: name.as_bytes().to_vec(),
             parent,
@@ -99,7 +96,12 @@ impl MountPoint {
     pub fn open_target(&self, mkdir: bool) -> Result<OwnedFd> {
         let fd = match self.open_name() {
             Err(e) if e == Errno::NOENT && mkdir => {
-                make_folder(self.parent.as_fd(), &self.name, &self.path)?;
+                nofollow::make_folder(
+                    self.parent.as_fd(),
+                    OsStr::from_bytes(&self.name),
+                    Missing::MakeLikeParent,
+                )
+                .map_err(|e| self.error(e))?;
                 self.open_name()
             }
             other => other,
@@ -224,94 +226,6 @@ impl MountPoint {
     }
 }
 
-/// Open an absolute folder without following links, or say which link.
-fn open_folder(folder: &Path) -> Result<OwnedFd> {
-    rustix::fs::openat2(
-        CWD,
-        folder,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )
-    .map_err(|e| link_error(folder, e))
-}
-
-fn link_error(folder: &Path, e: Errno) -> Error {
-    if e != Errno::LOOP {
-        return Error::io(folder, std::io::Error::from(e));
-    }
-    // Which one, for the message; nothing is opened through it.
-    let link = folder
-        .ancestors()
-        .find(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()));
-    Error::Invalid(format!(
-        "{} is a symbolic link: mount points are reached without following links \
-         (give the real path, see realpath(1))",
-        link.unwrap_or(folder).display()
-    ))
-}
-
-/// Walk `folder` from `/` one name at a time, creating what is missing.
-fn open_or_create_folders(folder: &Path) -> Result<OwnedFd> {
-    let mut fd = open_folder(Path::new("/"))?;
-    let mut walked = PathBuf::from("/");
-    for component in folder.components() {
-        let name = match component {
-            Component::RootDir => continue,
-            Component::Normal(name) => name,
-            // `..` and `.` would need the path they undo: resolve it whole.
-            _ => return open_folder(folder),
-        };
-        walked.push(name);
-        let open = |fd: &OwnedFd| {
-            rustix::fs::openat2(
-                fd,
-                name,
-                // RESOLVE_NO_SYMLINKS, not O_NOFOLLOW: that would open a
-                // link itself and fail with "not a folder" instead of ELOOP.
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-            )
-        };
-        fd = match open(&fd) {
-            Err(e) if e == Errno::NOENT => {
-                make_folder(fd.as_fd(), name.as_bytes(), &walked)?;
-                open(&fd)
-            }
-            other => other,
-        }
-        .map_err(|e| link_error(&walked, e))?;
-    }
-    Ok(fd)
-}
-
-/// Create `name` in `parent`, owned like `parent`, mode 0755. A link or
-/// file raced into its place makes the opening fail, never followed.
-fn make_folder(parent: BorrowedFd, name: &[u8], path: &Path) -> Result<()> {
-    let io = |e: Errno| Error::io(path, std::io::Error::from(e));
-    let owner = rustix::fs::fstat(parent).map_err(io)?;
-    match rustix::fs::mkdirat(parent, OsStr::from_bytes(name), Mode::from_raw_mode(0o755)) {
-        Ok(()) => {}
-        Err(e) if e == Errno::EXIST => return Ok(()),
-        Err(e) => return Err(io(e)),
-    }
-    let made = rustix::fs::openat(
-        parent,
-        OsStr::from_bytes(name),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io)?;
-    let uid = rustix::fs::Uid::from_raw(owner.st_uid);
-    let gid = rustix::fs::Gid::from_raw(owner.st_gid);
-    match rustix::fs::fchown(&made, Some(uid), Some(gid)) {
-        // Not root: the folder is ours, which is all we may make it.
-        Err(e) if e == Errno::PERM => Ok(()),
-        other => other.map_err(io),
-    }
-}
-
 fn is_empty(folder: BorrowedFd) -> rustix::io::Result<bool> {
     let fd = rustix::fs::openat(
         folder,
@@ -398,7 +312,10 @@ mod tests {
         std::os::unix::fs::symlink(real.join("admin/backup"), real.join("admin/other")).unwrap();
 
         let err = MountPoint::resolve(&dir.path().join("link/admin/backup"), false).unwrap_err();
-        assert!(err.to_string().contains("link is a symbolic link"), "{err}");
+        assert!(
+            err.to_string().contains("goes through a symbolic link"),
+            "{err}"
+        );
         let err = MountPoint::resolve(&dir.path().join("link/admin/backup"), true).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
 

@@ -12,38 +12,28 @@
 //! another place it could already write to (restore keeps writing into the
 //! folder it holds, which is then the tenant's own business).
 //!
-//! Rejected: `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`. Linux 5.6
-//! added it, and the 4.18 kernel of RHEL 8 (and many hosting servers) does
-//! not have it. Names from a tree can hold neither `/` nor `..`
-//! (`Tree::decode` refuses them), so opening one component at a time with
-//! `O_NOFOLLOW` gives the same guarantee on every kernel.
+//! Rejected: `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, for the
+//! kernels without it (see [`crate::nofollow`]). Names from a tree can
+//! hold neither `/` nor `..` (`Tree::decode` refuses them), so opening one
+//! component at a time with `O_NOFOLLOW` gives the same guarantee.
 
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, CWD};
 use rustix::io::Errno;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::metadata::proc_path;
 
-/// Flags of every directory restore holds: the directory itself, never
-/// what a symlink of that name points to.
-const DIR_FLAGS: OFlags = OFlags::RDONLY
-    .union(OFlags::DIRECTORY)
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::CLOEXEC);
-
-/// Folders restore only passes through (the target path, a hard link's
-/// first path): search permission is enough.
-const SEARCH_FLAGS: OFlags = OFlags::PATH
-    .union(OFlags::DIRECTORY)
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::CLOEXEC);
+// Every directory restore holds is the directory itself, never what a
+// symlink of that name points to (`DIR_FLAGS`); folders it only passes
+// through (a hard link's first path) need search permission only
+// (`SEARCH_FLAGS`).
+use crate::nofollow::{self, Missing, DIR_FLAGS, SEARCH_FLAGS};
 
 /// New folders and files are private to root until their metadata is set
 /// (last): a tenant cannot add entries to a folder, or open a file, while
@@ -54,76 +44,11 @@ const PRIVATE_FILE: u32 = 0o600;
 /// The (device, inode) of what `fd` refers to.
 pub type FileId = (u64, u64);
 
-/// Open the target folder, creating the missing components, and refuse a
-/// path that goes through a symlink.
-///
-/// Each component is opened with `O_NOFOLLOW | O_DIRECTORY` from the
-/// previous one (`O_PATH` but for the last: passing through a folder needs
-/// only search permission, as in a path lookup); a missing one is made
-/// with `mkdirat` (mode 0777 less the umask, as `mkdir -p` would). A
-/// symlink anywhere on the path is refused with its name and the real path
-/// to use instead: the operator types the target, so a link on it is
-/// either a mistake or a tenant's trap, and in both cases the operator
-/// should see where it leads before writing there.
+/// Open the target folder, creating the missing components (as `mkdir -p`
+/// would), and refuse a path that goes through a symlink
+/// ([`crate::nofollow`]).
 pub fn open_target(path: &Path) -> Result<OwnedFd> {
-    let components: Vec<Component> = path.components().collect();
-    let steps: Vec<(usize, &OsStr)> = components
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| match c {
-            Component::ParentDir => Some((i, OsStr::new(".."))),
-            Component::Normal(name) => Some((i, *name)),
-            _ => None,
-        })
-        .collect();
-    let flags = |last: bool| if last { DIR_FLAGS } else { SEARCH_FLAGS };
-    let (start, mut walked) = if path.is_absolute() {
-        ("/", PathBuf::from("/"))
-    } else {
-        (".", PathBuf::new())
-    };
-    let mut fd = rfs::openat(CWD, start, flags(steps.is_empty()), Mode::empty())
-        .map_err(|e| Error::io(start, e.into()))?;
-    for (k, &(i, name)) in steps.iter().enumerate() {
-        let flags = flags(k + 1 == steps.len());
-        walked.push(name);
-        let opened = match rfs::openat(&fd, name, flags, Mode::empty()) {
-            Err(Errno::NOENT) => match rfs::mkdirat(&fd, name, Mode::from_raw_mode(0o777)) {
-                Ok(()) | Err(Errno::EXIST) => rfs::openat(&fd, name, flags, Mode::empty()),
-                Err(e) => Err(e),
-            },
-            other => other,
-        };
-        fd = match opened {
-            Ok(next) => next,
-            Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
-                let rest: PathBuf = components[i + 1..].iter().collect();
-                return Err(not_a_folder(&fd, name, &walked, &rest, e));
-            }
-            Err(e) => return Err(Error::io(&walked, e.into())),
-        };
-    }
-    Ok(fd)
-}
-
-/// The refusal of a target path component that is not a real folder.
-fn not_a_folder(parent: &OwnedFd, name: &OsStr, walked: &Path, rest: &Path, e: Errno) -> Error {
-    match rfs::readlinkat(parent, name, Vec::new()) {
-        Ok(link) => {
-            // For the message only: where the link leads now.
-            let real = std::fs::canonicalize(walked)
-                .map(|r| format!("; the real path is {}", r.join(rest).display()))
-                .unwrap_or_default();
-            Error::Invalid(format!(
-                "restore target {} goes through a symbolic link: {} -> {}; restore \
-                 follows no links in its target (a tenant could point one anywhere){real}",
-                walked.join(rest).display(),
-                walked.display(),
-                Path::new(OsStr::from_bytes(link.as_bytes())).display(),
-            ))
-        }
-        Err(_) => Error::io(walked, io::Error::from(e)),
-    }
+    nofollow::open_folder("restore target", path, Missing::Make, DIR_FLAGS)
 }
 
 /// Open the folder `name` in `dir`, to restore a folder there: an existing
@@ -272,6 +197,7 @@ pub fn link_beneath(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use std::fs;
     use std::os::unix::fs::{symlink, MetadataExt};
 

@@ -2,10 +2,12 @@
 //!
 //! The rules every function here keeps (why: see [`crate::source`]):
 //!
-//! 1. A source path comes from the operator and is resolved once:
-//!    [`open_path`] follows the components above the last one (the operator
-//!    chose them, and `/home` may well be a symlink to `/data/home`) but not
-//!    the last one.
+//! 1. A source path comes from the operator and is resolved once, without
+//!    following any link: its folder one name at a time
+//!    ([`crate::nofollow`]; a link on the way is refused with the real path
+//!    to give instead, as for a restore target or a mount point: below
+//!    `/home/alice` every folder is the tenant's), its last name with
+//!    `O_NOFOLLOW` (a symlink source is stored as a symlink).
 //! 2. Below a source, every entry is opened relative to its parent's
 //!    descriptor by one name (`openat`) with `O_NOFOLLOW`: a symlink is
 //!    stored as a symlink and never followed. No path is ever opened; paths
@@ -34,10 +36,12 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, Stat, CWD};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, Stat};
 use rustix::io::Errno;
 
+use crate::error::Error;
 use crate::metadata;
+use crate::nofollow::{self, Missing};
 use crate::snapshot::Xattr;
 
 /// The warning for an entry that [`OpenError::Changed`] skipped.
@@ -68,6 +72,9 @@ pub enum OpenError {
         stat: Option<Box<Stat>>,
         error: io::Error,
     },
+    /// A source path that goes through a link: refused, with what to give
+    /// instead.
+    Refused(String),
 }
 
 impl OpenError {
@@ -84,6 +91,7 @@ impl fmt::Display for OpenError {
         match self {
             OpenError::Changed => f.write_str(CHANGED),
             OpenError::Io { error, .. } => error.fmt(f),
+            OpenError::Refused(why) => f.write_str(why),
         }
     }
 }
@@ -123,27 +131,33 @@ pub struct Listing {
     pub error: Option<io::Error>,
 }
 
-/// Open a source path named by the operator: the components above the last
-/// are followed, the last is not (a symlink source is stored as a symlink).
+/// Open a source path named by the operator, following no link on it (a
+/// symlink source is stored as a symlink).
 pub fn open_path(path: &Path) -> Result<Opened, OpenError> {
-    match (path.parent(), path.file_name()) {
-        (Some(parent), Some(name)) => {
-            // O_PATH: the parent is only a place to start from, so it needs
-            // search permission, not read (homes are often 0711).
-            open_dir_path(parent, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC)?
-                .open_entry(name.as_bytes())
-        }
+    let refused = |e: Error| match e {
+        Error::Io { source, .. } => OpenError::io(None, source),
+        // A link on the way: the message says which and what to give.
+        other => OpenError::Refused(other.to_string()),
+    };
+    if path.file_name().is_none() {
         // `/`, or a path ending in `..`: a folder by definition.
-        _ => open_dir_path(path, DIR_FLAGS.difference(OFlags::NOFOLLOW)).map(Opened::Dir),
+        let fd = nofollow::open_folder("backup source", path, Missing::Refuse, DIR_FLAGS)
+            .map_err(refused)?;
+        return SourceDir::from_fd(fd).map(Opened::Dir);
     }
+    // The folder holding it only to pass through: search permission, not
+    // read, is what it needs (homes are often 0711).
+    let (parent, name) =
+        nofollow::open_parent("backup source", path, Missing::Refuse).map_err(refused)?;
+    SourceDir::from_fd(parent)?.open_entry(name.as_bytes())
 }
 
-fn open_dir_path(path: &Path, flags: OFlags) -> Result<SourceDir, OpenError> {
-    let fd =
-        rustix::fs::openat(CWD, path, flags, Mode::empty()).map_err(|e| OpenError::io(None, e))?;
-    let file = File::from(fd);
-    let stat = rustix::fs::fstat(&file).map_err(|e| OpenError::io(None, e))?;
-    Ok(SourceDir { file, stat })
+impl SourceDir {
+    fn from_fd(fd: std::os::fd::OwnedFd) -> Result<SourceDir, OpenError> {
+        let file = File::from(fd);
+        let stat = rustix::fs::fstat(&file).map_err(|e| OpenError::io(None, e))?;
+        Ok(SourceDir { file, stat })
+    }
 }
 
 /// Let a walk hold one descriptor per level of a deep tree: the soft limit

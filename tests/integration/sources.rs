@@ -116,6 +116,34 @@ fn a_missing_source_path_creates_no_repository() {
     }
 }
 
+/// A source path through a link (a tenant's, below their home) is refused
+/// with the real path to give; a symlink as the last name is stored as a
+/// symlink, never followed.
+#[test]
+fn a_source_path_through_a_link_is_refused_with_the_real_path() {
+    let t = TestRepo::new();
+    let real = t.path("real");
+    fs::create_dir_all(real.join("www")).unwrap();
+    fs::write(real.join("www/index.html"), b"x").unwrap();
+    std::os::unix::fs::symlink(&real, t.path("link")).unwrap();
+    let through = t.path("link/www");
+    let out = t.run(&["backup", through.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let want = real.canonicalize().unwrap().join("www");
+    assert!(
+        stderr.contains("goes through a symbolic link")
+            && stderr.contains(&format!("the real path is {}", want.display())),
+        "{stderr}"
+    );
+    assert!(t.snapshots().is_empty());
+    // The link itself as the source: stored as what it is.
+    let out = t.ok(&["backup", "--json", t.path("link").to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let listing = t.ok(&["ls", "-l", v["id"].as_str().unwrap()]);
+    assert!(listing.contains("link -> "), "{listing}");
+}
+
 /// `--one-file-system` compares the device of each folder's descriptor
 /// with the source's: a file system mounted inside is kept as an empty
 /// folder; without the flag its contents are backed up.

@@ -2,6 +2,7 @@
 //! between the `fstatat` and the open.
 
 use super::*;
+use rustix::fs::CWD;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::time::Duration;

@@ -1,349 +1,21 @@
-//! The command line: parse arguments, call the module of the same name,
-//! print the result for people (or as JSON), and choose the exit code.
+//! Each command: call the library, print what it did (or JSON), return the
+//! exit code.
 
 use anyhow::Context;
 use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
-use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
+use super::args::{BackupArgs, ForgetArgs, Global, InitArgs, MountArgs};
+use super::{exit, open, repo_path, warn_if_exposed};
 use crate::chunker::ChunkerParams;
 use crate::display::{escape_name, human_size, parse_size};
-use crate::error::Error;
 use crate::id::Id;
 use crate::repository::Repository;
 use crate::snapshot::{self, Snapshot, SnapshotEntry, Timestamp};
 use crate::{backup, check, forget, ls, migrate, mount, prune, restore};
 
-/// Exit codes, documented in the README.
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const ERROR: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const PARTIAL: u8 = 3;
-    pub const DAMAGED: u8 = 4;
-    pub const LOCKED: u8 = 5;
-}
-
-#[derive(Parser)]
-#[command(
-    name = "snapfs",
-    version,
-    about = "Deduplicating daily backups, browsable as dated read-only folders"
-)]
-pub struct Cli {
-    #[command(flatten)]
-    global: Global,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Args)]
-struct Global {
-    /// Repository folder [default: /var/lib/snapfs/repository as root,
-    /// ~/.local/share/snapfs/repository otherwise]
-    #[arg(long, global = true, env = "SNAPFS_REPO")]
-    repo: Option<PathBuf>,
-    /// Print results as JSON for scripts.
-    #[arg(long, global = true)]
-    json: bool,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Create an empty repository.
-    Init(InitArgs),
-    /// Back up paths into a new snapshot (creates the repository if needed).
-    Backup(BackupArgs),
-    /// List snapshots, oldest first.
-    Snapshots {
-        /// Only this account's snapshots.
-        #[arg(long)]
-        account: Option<String>,
-    },
-    /// List the files of a snapshot.
-    Ls {
-        /// Snapshot id or prefix, `latest`, or a date YYYY-MM-DD.
-        snapshot: String,
-        /// Path inside the snapshot.
-        path: Option<PathBuf>,
-        /// Long listing: mode, links, owner, group, size, time.
-        #[arg(short, long)]
-        long: bool,
-        /// List subdirectories too.
-        #[arg(short = 'R', long)]
-        recursive: bool,
-        #[arg(long)]
-        account: Option<String>,
-    },
-    /// Restore a snapshot, or a path in it, into a folder.
-    Restore {
-        /// SNAPSHOT or SNAPSHOT:PATH
-        snapshot: String,
-        #[arg(long, short)]
-        target: PathBuf,
-        #[arg(long)]
-        account: Option<String>,
-    },
-    /// Remove snapshots that a retention policy does not keep (data stays
-    /// until prune). Without options: the repository's policy (30 days).
-    Forget(ForgetArgs),
-    /// Delete data that no snapshot needs and repack half-empty packs.
-    Prune {
-        /// Repack packs with more than this share unused, e.g. 5%.
-        #[arg(long, default_value = "5%")]
-        max_unused: String,
-        /// Show what would be deleted without deleting.
-        #[arg(long)]
-        dry_run: bool,
-        /// How long to wait for running backups, e.g. 30m.
-        #[arg(long, default_value = "2h", value_parser = parse_wait)]
-        lock_wait: std::time::Duration,
-    },
-    /// Move a repository made by snapfs 0.1 to layout 2 (snapshot files
-    /// in a folder per account); safe to interrupt and run again.
-    Migrate {
-        /// How long to wait for running backups, e.g. 30m.
-        #[arg(long, default_value = "2h", value_parser = parse_wait)]
-        lock_wait: std::time::Duration,
-    },
-    /// Remove stale locks (of dead processes); --all removes every lock.
-    Unlock {
-        #[arg(long)]
-        all: bool,
-    },
-    /// Show the snapshots as dated, read-only folders until unmounted.
-    Mount(MountArgs),
-    /// Unmount a snapfs mount (and stale ones stacked under it), reached
-    /// without following links; nothing mounted there is not an error.
-    #[command(alias = "umount")]
-    Unmount {
-        mountpoint: PathBuf,
-        /// Detach a busy mount now; the kernel finishes when it is left.
-        #[arg(long, short = 'z')]
-        lazy: bool,
-    },
-    /// Check the repository's integrity.
-    Check {
-        /// Also read all data and verify every chunk's hash.
-        #[arg(long)]
-        read_data: bool,
-    },
-}
-
-#[derive(Args)]
-struct ForgetArgs {
-    /// Remove exactly these snapshots (ids or id prefixes, `latest`, dates)
-    /// instead of applying a policy.
-    #[arg(conflicts_with_all = ["keep_within", "keep_last", "keep_daily", "keep_weekly", "keep_monthly", "all"])]
-    snapshots: Vec<String>,
-    /// Only this account's snapshots.
-    #[arg(long)]
-    account: Option<String>,
-    /// Remove every snapshot of the account given with --account (one that
-    /// left the platform).
-    #[arg(long, requires = "account", conflicts_with_all = ["keep_within", "keep_last", "keep_daily", "keep_weekly", "keep_monthly"])]
-    all: bool,
-    /// Keep snapshots younger than this relative to the newest (30d, 12h).
-    #[arg(long, value_parser = crate::retention::parse_duration)]
-    keep_within: Option<chrono::Duration>,
-    #[arg(long)]
-    keep_last: Option<u32>,
-    #[arg(long)]
-    keep_daily: Option<u32>,
-    #[arg(long)]
-    keep_weekly: Option<u32>,
-    #[arg(long)]
-    keep_monthly: Option<u32>,
-    /// Show what would be removed without removing.
-    #[arg(long)]
-    dry_run: bool,
-}
-
-#[derive(Args)]
-struct InitArgs {
-    /// Chunk size bounds, e.g. 512KiB/1MiB/8MiB (the default).
-    #[arg(long, value_name = "MIN/AVG/MAX")]
-    chunk_sizes: Option<String>,
-    /// Target pack size [default: 16MiB].
-    #[arg(long)]
-    pack_size: Option<String>,
-}
-
-#[derive(Args)]
-struct BackupArgs {
-    /// What to back up. One folder: its contents become the snapshot root.
-    #[arg(required = true)]
-    paths: Vec<PathBuf>,
-    /// The hosting account the snapshot belongs to [default: current user].
-    #[arg(long)]
-    account: Option<String>,
-    /// Date the snapshot, local time "YYYY-MM-DD HH:MM:SS" or RFC 3339.
-    #[arg(long)]
-    time: Option<String>,
-    /// Skip paths matching this glob (full path or base name); repeatable.
-    #[arg(long, short)]
-    exclude: Vec<String>,
-    /// Do not cross file system boundaries.
-    #[arg(long, short = 'x')]
-    one_file_system: bool,
-    /// Label the snapshot; repeatable.
-    #[arg(long)]
-    tag: Vec<String>,
-    /// Hostname to record [default: this host's name].
-    #[arg(long)]
-    host: Option<String>,
-    /// How long to wait for a running prune, e.g. 30m.
-    #[arg(long, default_value = "2h", value_parser = parse_wait)]
-    lock_wait: std::time::Duration,
-}
-
-fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
-    if text == "0" {
-        return Ok(std::time::Duration::ZERO);
-    }
-    let d = crate::retention::parse_duration(text)?;
-    d.to_std().map_err(|e| e.to_string())
-}
-
-#[derive(Args)]
-struct MountArgs {
-    /// An empty folder to mount on.
-    mountpoint: PathBuf,
-    /// Only this account's snapshots.
-    #[arg(long)]
-    account: Option<String>,
-    /// Memory for decompressed chunks.
-    #[arg(long, default_value = "256MiB")]
-    cache_size: String,
-    /// Name the folders by UTC date instead of the local one.
-    #[arg(long)]
-    utc: bool,
-    /// Let every user in; the kernel enforces the snapshots' owners and modes.
-    #[arg(long)]
-    allow_other: bool,
-    /// Return once mounted and serve in the background.
-    #[arg(long)]
-    daemon: bool,
-    /// Create the mount point and missing folders on its way, each owned
-    /// like the folder it is made in.
-    #[arg(long)]
-    mkdir: bool,
-}
-
-pub fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`snapfs ls latest | head`) like other
-    // Unix tools, instead of panicking in println!.
-    // SAFETY: setting a signal disposition before any thread starts.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            });
-        }
-    };
-    crate::logging::init();
-    let result = run(cli);
-    log_peak_memory();
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("snapfs: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-            let code = match e.downcast_ref::<Error>() {
-                Some(Error::Locked(_)) => exit::LOCKED,
-                Some(Error::Corrupt { .. }) => exit::DAMAGED,
-                _ => exit::ERROR,
-            };
-            ExitCode::from(code)
-        }
-    }
-}
-
-/// Peak resident memory, for operators sizing machines (SNAPFS_LOG=debug)
-/// and for the benchmarks.
-fn log_peak_memory() {
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        return;
-    }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
-        let kib: u64 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        tracing::debug!("peak RSS {}", human_size(kib * 1024));
-    }
-}
-
-/// `--repo`, then `SNAPFS_REPO` (clap reads it), then the default.
-fn repo_path(global: &Global) -> PathBuf {
-    if let Some(p) = &global.repo {
-        return p.clone();
-    }
-    if unsafe { libc::geteuid() } == 0 {
-        return PathBuf::from("/var/lib/snapfs/repository");
-    }
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    data.join("snapfs/repository")
-}
-
-/// Commands that write say so when other users can read the repository.
-fn warn_if_exposed(repo: &Repository) {
-    if let Some(why) = repo.backend().exposure() {
-        eprintln!("snapfs: warning: {why}");
-    }
-}
-
-fn open(global: &Global) -> anyhow::Result<Repository> {
-    Ok(Repository::open(&repo_path(global))?)
-}
-
-fn run(cli: Cli) -> anyhow::Result<u8> {
-    let g = &cli.global;
-    match cli.command {
-        Command::Init(args) => init(g, args),
-        Command::Backup(args) => run_backup(g, args),
-        Command::Snapshots { account } => snapshots(g, account),
-        Command::Ls {
-            snapshot,
-            path,
-            long,
-            recursive,
-            account,
-        } => run_ls(g, &snapshot, path, long, recursive, account.as_deref()),
-        Command::Restore {
-            snapshot,
-            target,
-            account,
-        } => run_restore(g, &snapshot, &target, account.as_deref()),
-        Command::Mount(args) => run_mount(g, args),
-        Command::Check { read_data } => run_check(g, read_data),
-        Command::Forget(args) => run_forget(g, args),
-        Command::Prune {
-            max_unused,
-            dry_run,
-            lock_wait,
-        } => run_prune(g, &max_unused, dry_run, lock_wait),
-        Command::Migrate { lock_wait } => run_migrate(g, lock_wait),
-        Command::Unlock { all } => run_unlock(g, all),
-        Command::Unmount { mountpoint, lazy } => run_unmount(g, &mountpoint, lazy),
-    }
-}
-
-fn run_migrate(g: &Global, lock_wait: std::time::Duration) -> anyhow::Result<u8> {
+pub(super) fn run_migrate(g: &Global, lock_wait: std::time::Duration) -> anyhow::Result<u8> {
     let repo = Repository::open_without_index(&repo_path(g))?;
     warn_if_exposed(&repo);
     let report = migrate::run(&repo, lock_wait)?;
@@ -366,7 +38,7 @@ fn run_migrate(g: &Global, lock_wait: std::time::Duration) -> anyhow::Result<u8>
     Ok(exit::OK)
 }
 
-fn run_mount(g: &Global, args: MountArgs) -> anyhow::Result<u8> {
+pub(super) fn run_mount(g: &Global, args: MountArgs) -> anyhow::Result<u8> {
     let cache_bytes = parse_size(&args.cache_size).map_err(anyhow::Error::msg)?;
     let opts = mount::MountOptions {
         mountpoint: args.mountpoint,
@@ -411,7 +83,7 @@ fn parse_chunk_sizes(text: &str) -> anyhow::Result<ChunkerParams> {
     })
 }
 
-fn init(g: &Global, args: InitArgs) -> anyhow::Result<u8> {
+pub(super) fn init(g: &Global, args: InitArgs) -> anyhow::Result<u8> {
     let path = repo_path(g);
     let chunker = match &args.chunk_sizes {
         Some(t) => parse_chunk_sizes(t)?,
@@ -465,7 +137,7 @@ fn parse_time(text: &str) -> anyhow::Result<(Timestamp, i32)> {
     ))
 }
 
-fn run_backup(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
+pub(super) fn run_backup(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
     // Sources first: `backup /typo` must fail before it creates a repository.
     let sources = backup::Sources::open(&args.paths)?;
     let path = repo_path(g);
@@ -548,7 +220,7 @@ pub fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
     })
 }
 
-fn snapshots(g: &Global, account: Option<String>) -> anyhow::Result<u8> {
+pub(super) fn snapshots(g: &Global, account: Option<String>) -> anyhow::Result<u8> {
     let repo = open(g)?;
     let entries: Vec<SnapshotEntry> = snapshot::list_warn(&repo, account.as_deref())?;
     if g.json {
@@ -588,7 +260,7 @@ fn select(
     Ok(snapshot::select(&entries, selector, account)?)
 }
 
-fn run_ls(
+pub(super) fn run_ls(
     g: &Global,
     selector: &str,
     path: Option<PathBuf>,
@@ -618,7 +290,7 @@ fn run_ls(
     Ok(exit::OK)
 }
 
-fn run_restore(
+pub(super) fn run_restore(
     g: &Global,
     spec: &str,
     target: &std::path::Path,
@@ -657,7 +329,7 @@ fn run_restore(
     })
 }
 
-fn run_check(g: &Global, read_data: bool) -> anyhow::Result<u8> {
+pub(super) fn run_check(g: &Global, read_data: bool) -> anyhow::Result<u8> {
     let repo = open(g)?;
     let report = check::run(&repo, read_data)?;
     if g.json {
@@ -707,7 +379,7 @@ fn run_check(g: &Global, read_data: bool) -> anyhow::Result<u8> {
     })
 }
 
-fn run_forget(g: &Global, args: ForgetArgs) -> anyhow::Result<u8> {
+pub(super) fn run_forget(g: &Global, args: ForgetArgs) -> anyhow::Result<u8> {
     let repo = open(g)?;
     warn_if_exposed(&repo);
     let by_policy = !args.all && args.snapshots.is_empty();
@@ -774,7 +446,7 @@ fn run_forget(g: &Global, args: ForgetArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-fn run_prune(
+pub(super) fn run_prune(
     g: &Global,
     max_unused: &str,
     dry_run: bool,
@@ -825,7 +497,11 @@ fn run_prune(
     Ok(exit::OK)
 }
 
-fn run_unmount(g: &Global, mountpoint: &std::path::Path, lazy: bool) -> anyhow::Result<u8> {
+pub(super) fn run_unmount(
+    g: &Global,
+    mountpoint: &std::path::Path,
+    lazy: bool,
+) -> anyhow::Result<u8> {
     use mount::mountpoint::{MountPoint, Unmounted};
     // A folder that does not exist holds no mount: a unit's clean-up
     // before the first start must not fail on it.
@@ -846,7 +522,7 @@ fn run_unmount(g: &Global, mountpoint: &std::path::Path, lazy: bool) -> anyhow::
     Ok(exit::OK)
 }
 
-fn run_unlock(g: &Global, all: bool) -> anyhow::Result<u8> {
+pub(super) fn run_unlock(g: &Global, all: bool) -> anyhow::Result<u8> {
     let repo = open(g)?;
     warn_if_exposed(&repo);
     let removed = crate::repository::lock::unlock(&**repo.backend(), all)?;

@@ -1,0 +1,213 @@
+//! What the command line accepts: every command, its options and their
+//! documentation (`--help`, the README's command reference follows it).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "snapfs",
+    version,
+    about = "Deduplicating daily backups, browsable as dated read-only folders"
+)]
+pub(super) struct Cli {
+    #[command(flatten)]
+    pub(super) global: Global,
+    #[command(subcommand)]
+    pub(super) command: Command,
+}
+
+#[derive(Args)]
+pub(super) struct Global {
+    /// Repository folder [default: /var/lib/snapfs/repository as root,
+    /// ~/.local/share/snapfs/repository otherwise]
+    #[arg(long, global = true, env = "SNAPFS_REPO")]
+    pub(super) repo: Option<PathBuf>,
+    /// Print results as JSON for scripts.
+    #[arg(long, global = true)]
+    pub(super) json: bool,
+}
+
+#[derive(Subcommand)]
+pub(super) enum Command {
+    /// Create an empty repository.
+    Init(InitArgs),
+    /// Back up paths into a new snapshot (creates the repository if needed).
+    Backup(BackupArgs),
+    /// List snapshots, oldest first.
+    Snapshots {
+        /// Only this account's snapshots.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// List the files of a snapshot.
+    Ls {
+        /// Snapshot id or prefix, `latest`, or a date YYYY-MM-DD.
+        snapshot: String,
+        /// Path inside the snapshot.
+        path: Option<PathBuf>,
+        /// Long listing: mode, links, owner, group, size, time.
+        #[arg(short, long)]
+        long: bool,
+        /// List subdirectories too.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Restore a snapshot, or a path in it, into a folder.
+    Restore {
+        /// SNAPSHOT or SNAPSHOT:PATH
+        snapshot: String,
+        #[arg(long, short)]
+        target: PathBuf,
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Remove snapshots: those a retention policy does not keep (without
+    /// options: the repository's, 30 days), the ones named, or with --all
+    /// an account's. Data stays until prune; nothing that keeps no
+    /// snapshot runs.
+    Forget(ForgetArgs),
+    /// Delete data that no snapshot needs and repack half-empty packs.
+    Prune {
+        /// Repack packs with more than this share unused, e.g. 5%.
+        #[arg(long, default_value = "5%")]
+        max_unused: String,
+        /// Show what would be deleted without deleting.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long to wait for running backups, e.g. 30m.
+        #[arg(long, default_value = "2h", value_parser = parse_wait)]
+        lock_wait: std::time::Duration,
+    },
+    /// Move a repository made by snapfs 0.1 to layout 2 (snapshot files
+    /// in a folder per account); safe to interrupt and run again.
+    Migrate {
+        /// How long to wait for running backups, e.g. 30m.
+        #[arg(long, default_value = "2h", value_parser = parse_wait)]
+        lock_wait: std::time::Duration,
+    },
+    /// Remove stale locks (of dead processes); --all removes every lock.
+    Unlock {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show the snapshots as dated, read-only folders until unmounted.
+    Mount(MountArgs),
+    /// Unmount a snapfs mount (and stale ones stacked under it), reached
+    /// without following links; nothing mounted there is not an error.
+    #[command(alias = "umount")]
+    Unmount {
+        mountpoint: PathBuf,
+        /// Detach a busy mount now; the kernel finishes when it is left.
+        #[arg(long, short = 'z')]
+        lazy: bool,
+    },
+    /// Check the repository's integrity.
+    Check {
+        /// Also read all data and verify every chunk's hash.
+        #[arg(long)]
+        read_data: bool,
+    },
+}
+
+#[derive(Args)]
+pub(super) struct ForgetArgs {
+    /// Remove exactly these snapshots (ids or id prefixes, `latest`, dates)
+    /// instead of applying a policy.
+    #[arg(conflicts_with_all = ["keep_within", "keep_last", "keep_daily", "keep_weekly", "keep_monthly", "all"])]
+    pub(super) snapshots: Vec<String>,
+    /// Only this account's snapshots.
+    #[arg(long)]
+    pub(super) account: Option<String>,
+    /// Remove every snapshot of the account given with --account (one that
+    /// left the platform).
+    #[arg(long, requires = "account", conflicts_with_all = ["keep_within", "keep_last", "keep_daily", "keep_weekly", "keep_monthly"])]
+    pub(super) all: bool,
+    /// Keep snapshots younger than this relative to the newest (30d, 12h).
+    #[arg(long, value_parser = crate::retention::parse_duration)]
+    pub(super) keep_within: Option<chrono::Duration>,
+    #[arg(long)]
+    pub(super) keep_last: Option<u32>,
+    #[arg(long)]
+    pub(super) keep_daily: Option<u32>,
+    #[arg(long)]
+    pub(super) keep_weekly: Option<u32>,
+    #[arg(long)]
+    pub(super) keep_monthly: Option<u32>,
+    /// Show what would be removed without removing.
+    #[arg(long)]
+    pub(super) dry_run: bool,
+}
+
+#[derive(Args)]
+pub(super) struct InitArgs {
+    /// Chunk size bounds, e.g. 512KiB/1MiB/8MiB (the default).
+    #[arg(long, value_name = "MIN/AVG/MAX")]
+    pub(super) chunk_sizes: Option<String>,
+    /// Target pack size [default: 16MiB].
+    #[arg(long)]
+    pub(super) pack_size: Option<String>,
+}
+
+#[derive(Args)]
+pub(super) struct BackupArgs {
+    /// What to back up. One folder: its contents become the snapshot root.
+    #[arg(required = true)]
+    pub(super) paths: Vec<PathBuf>,
+    /// The hosting account the snapshot belongs to [default: current user].
+    #[arg(long)]
+    pub(super) account: Option<String>,
+    /// Date the snapshot, local time "YYYY-MM-DD HH:MM:SS" or RFC 3339.
+    #[arg(long)]
+    pub(super) time: Option<String>,
+    /// Skip paths matching this glob (full path or base name); repeatable.
+    #[arg(long, short)]
+    pub(super) exclude: Vec<String>,
+    /// Do not cross file system boundaries.
+    #[arg(long, short = 'x')]
+    pub(super) one_file_system: bool,
+    /// Label the snapshot; repeatable.
+    #[arg(long)]
+    pub(super) tag: Vec<String>,
+    /// Hostname to record [default: this host's name].
+    #[arg(long)]
+    pub(super) host: Option<String>,
+    /// How long to wait for a running prune, e.g. 30m.
+    #[arg(long, default_value = "2h", value_parser = parse_wait)]
+    pub(super) lock_wait: std::time::Duration,
+}
+
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let d = crate::retention::parse_duration(text)?;
+    d.to_std().map_err(|e| e.to_string())
+}
+
+#[derive(Args)]
+pub(super) struct MountArgs {
+    /// An empty folder to mount on.
+    pub(super) mountpoint: PathBuf,
+    /// Only this account's snapshots.
+    #[arg(long)]
+    pub(super) account: Option<String>,
+    /// Memory for decompressed chunks.
+    #[arg(long, default_value = "256MiB")]
+    pub(super) cache_size: String,
+    /// Name the folders by UTC date instead of the local one.
+    #[arg(long)]
+    pub(super) utc: bool,
+    /// Let every user in; the kernel enforces the snapshots' owners and modes.
+    #[arg(long)]
+    pub(super) allow_other: bool,
+    /// Return once mounted and serve in the background.
+    #[arg(long)]
+    pub(super) daemon: bool,
+    /// Create the mount point and missing folders on its way, each owned
+    /// like the folder it is made in.
+    #[arg(long)]
+    pub(super) mkdir: bool,
+}

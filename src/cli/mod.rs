@@ -1,0 +1,137 @@
+//! The command line: parse arguments ([`args`]), call the module of the
+//! same name ([`commands`]), print the result for people (or as JSON), and
+//! choose the exit code (here).
+
+mod args;
+mod commands;
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::display::human_size;
+use crate::error::Error;
+use crate::repository::Repository;
+use args::{Cli, Command, Global};
+use commands::*;
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const PARTIAL: u8 = 3;
+    pub const DAMAGED: u8 = 4;
+    pub const LOCKED: u8 = 5;
+}
+
+pub fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`snapfs ls latest | head`) like other
+    // Unix tools, instead of panicking in println!.
+    // SAFETY: setting a signal disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    crate::logging::init();
+    let result = run(cli);
+    log_peak_memory();
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("snapfs: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            let code = match e.downcast_ref::<Error>() {
+                Some(Error::Locked(_)) => exit::LOCKED,
+                Some(Error::Corrupt { .. }) => exit::DAMAGED,
+                _ => exit::ERROR,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Peak resident memory, for operators sizing machines (SNAPFS_LOG=debug)
+/// and for the benchmarks.
+fn log_peak_memory() {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        tracing::debug!("peak RSS {}", human_size(kib * 1024));
+    }
+}
+
+/// `--repo`, then `SNAPFS_REPO` (clap reads it), then the default.
+fn repo_path(global: &Global) -> PathBuf {
+    if let Some(p) = &global.repo {
+        return p.clone();
+    }
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/snapfs/repository");
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("snapfs/repository")
+}
+
+/// Commands that write say so when other users can read the repository.
+fn warn_if_exposed(repo: &Repository) {
+    if let Some(why) = repo.backend().exposure() {
+        eprintln!("snapfs: warning: {why}");
+    }
+}
+
+fn open(global: &Global) -> anyhow::Result<Repository> {
+    Ok(Repository::open(&repo_path(global))?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init(args) => init(g, args),
+        Command::Backup(args) => run_backup(g, args),
+        Command::Snapshots { account } => snapshots(g, account),
+        Command::Ls {
+            snapshot,
+            path,
+            long,
+            recursive,
+            account,
+        } => run_ls(g, &snapshot, path, long, recursive, account.as_deref()),
+        Command::Restore {
+            snapshot,
+            target,
+            account,
+        } => run_restore(g, &snapshot, &target, account.as_deref()),
+        Command::Mount(args) => run_mount(g, args),
+        Command::Check { read_data } => run_check(g, read_data),
+        Command::Forget(args) => run_forget(g, args),
+        Command::Prune {
+            max_unused,
+            dry_run,
+            lock_wait,
+        } => run_prune(g, &max_unused, dry_run, lock_wait),
+        Command::Migrate { lock_wait } => run_migrate(g, lock_wait),
+        Command::Unlock { all } => run_unlock(g, all),
+        Command::Unmount { mountpoint, lazy } => run_unmount(g, &mountpoint, lazy),
+    }
+}

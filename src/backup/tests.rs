@@ -207,3 +207,33 @@ fn excludes_cachedir_tags_and_symlinks_to_folders() {
     let keep = snapshot::load_tree(&repo, &root.find(b"keep").unwrap().subtree.unwrap());
     assert_eq!(names(&keep.unwrap()), [b"a.txt"]);
 }
+
+/// An unchanged file is taken from the parent without being opened: its
+/// xattrs come along, and an xattr set since (which changes the ctime)
+/// makes it changed, so the new value is read.
+#[test]
+fn an_unchanged_file_keeps_its_xattrs_and_a_new_xattr_is_seen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("home");
+    fs::create_dir(&src).unwrap();
+    let file = src.join("f");
+    fs::write(&file, b"content").unwrap();
+    if xattr::set(&file, "user.tag", b"one").is_err() {
+        eprintln!("skipped: no user xattrs here");
+        return;
+    }
+    let repo = repo(tmp.path());
+    let first = run(&repo, &options(&[&src])).unwrap();
+    let second = run(&repo, &options(&[&src])).unwrap();
+    assert_eq!(second.snapshot.summary.files_unchanged, 1);
+    assert_eq!(
+        file_node(&repo, &second, b"f"),
+        file_node(&repo, &first, b"f")
+    );
+    assert_eq!(file_node(&repo, &second, b"f").xattrs[0].value, b"one");
+
+    xattr::set(&file, "user.tag", b"two").unwrap();
+    let third = run(&repo, &options(&[&src])).unwrap();
+    assert_eq!(third.snapshot.summary.files_unchanged, 0);
+    assert_eq!(file_node(&repo, &third, b"f").xattrs[0].value, b"two");
+}

@@ -246,6 +246,9 @@ impl<'a> Walker<'a> {
         if self.is_excluded(&label) {
             return Ok(Visit::Skip);
         }
+        if let Some(node) = self.unchanged_file(dir, name, parent, &label) {
+            return Ok(Visit::Done(Entry::Done(node)));
+        }
         match dir.open_entry(name) {
             Ok(opened) => self.visit_opened(&label, name, opened, parent),
             Err(OpenError::Changed) => {
@@ -334,6 +337,37 @@ impl<'a> Walker<'a> {
                 Ok(Visit::Done(Entry::Done(node)))
             }
         }
+    }
+
+    /// A file that did not change since the parent snapshot, taken from it
+    /// without opening the file: its metadata from `fstatat` of the name in
+    /// the folder's descriptor (what is at that name, no link followed),
+    /// its content and xattrs from the parent's node (setting an xattr
+    /// changes the ctime, which `unchanged` compares). Opening each of
+    /// 100,000 unchanged files cost a quarter of an unchanged re-backup.
+    fn unchanged_file(
+        &mut self,
+        dir: &SourceDir,
+        name: &[u8],
+        parent: Option<&Node>,
+        label: &Path,
+    ) -> Option<Node> {
+        let parent = parent.filter(|p| p.kind == NodeKind::File)?;
+        let seen = dir.stat_entry(name).ok()?;
+        if metadata::kind_of_mode(seen.st_mode) != NodeKind::File {
+            return None;
+        }
+        let mut node = metadata::node_from_stat(name, &seen, &mut self.names);
+        if !unchanged(parent, &node) || !parent.content.iter().all(|id| self.repo.has_blob(id)) {
+            return None;
+        }
+        node.content = parent.content.clone();
+        node.xattrs = parent.xattrs.clone();
+        self.summary.files += 1;
+        self.summary.files_unchanged += 1;
+        self.summary.bytes_total += node.size;
+        self.progress.file(label, node.size);
+        Some(node)
     }
 
     fn xattrs(

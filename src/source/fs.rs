@@ -244,6 +244,12 @@ impl SourceDir {
         }
     }
 
+    /// `fstatat` of `name` in this folder, not following a link: what is
+    /// at that name now, looked at without opening it.
+    pub fn stat_entry(&self, name: &[u8]) -> io::Result<Stat> {
+        self.stat_at(name)
+    }
+
     fn stat_at(&self, name: &[u8]) -> io::Result<Stat> {
         Ok(rustix::fs::statat(
             &self.file,

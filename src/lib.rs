@@ -101,6 +101,7 @@ pub mod cli;
 pub mod display;
 pub mod error;
 pub mod forget;
+pub mod host;
 pub mod id;
 pub mod logging;
 pub mod ls;

@@ -1,8 +1,8 @@
 //! What a backup reads: the entries and byte streams that become a
 //! snapshot's trees and chunks.
 //!
-//! Today there is one kind of source, a file system tree ([`fs`]); database
-//! dumps and maildirs will sit beside it as other modules here. A source
+//! A file system tree ([`fs`]: homes, maildirs) and database dumps
+//! ([`dump`]: a tool's output streamed in as one file). A source
 //! knows nothing of repositories or chunks: [`crate::backup`] turns what a
 //! source yields into trees and stores them.
 //!
@@ -17,4 +17,5 @@
 //! reaches every entry from its parent's descriptor by one name, never
 //! follows a symlink, and stores the metadata of the descriptor it read.
 
+pub mod dump;
 pub mod fs;

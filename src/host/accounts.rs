@@ -1,0 +1,1 @@
+//! The accounts a `snapfs run` selects (placeholder: filled in next).

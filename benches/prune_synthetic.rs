@@ -163,6 +163,7 @@ fn build(path: &std::path::Path, chunks: usize) {
         parent: None,
         summary: Summary::default(),
         root: None,
+        sources: Vec::new(),
         version: snapfs::snapshot::SNAPSHOT_VERSION,
     };
     snapshot::save(&repo, &snapshot).unwrap();

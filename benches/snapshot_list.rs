@@ -91,6 +91,7 @@ fn main() {
                 parent: None,
                 summary: Summary::default(),
                 root: None,
+                sources: Vec::new(),
                 version: snapfs::snapshot::SNAPSHOT_VERSION,
             };
             snapshot::save(&repo, &snapshot).unwrap();

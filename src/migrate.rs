@@ -104,6 +104,7 @@ mod tests {
             parent: None,
             summary: Summary::default(),
             root: None,
+            sources: Vec::new(),
             version: crate::snapshot::SNAPSHOT_VERSION,
         }
     }

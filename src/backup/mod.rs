@@ -204,6 +204,7 @@ pub fn run_sources(
         parent: parent.map(|p| p.id),
         summary,
         root: root.clone(),
+        sources: Vec::new(),
         version: snapshot::SNAPSHOT_VERSION,
     };
     if let Some(e) = lock.refresh_error() {

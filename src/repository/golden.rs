@@ -16,7 +16,8 @@ use crate::repository::config::{Config, Retention};
 use crate::repository::index::{IndexFile, IndexPack};
 use crate::repository::pack::{BlobKind, Compression, PackBlob};
 use crate::snapshot::{
-    Node, NodeKind, Snapshot, Summary, Timestamp, Tree, Xattr, SNAPSHOT_VERSION,
+    Node, NodeKind, Snapshot, SourceKind, SourceStatus, Summary, Timestamp, Tree, Xattr,
+    SNAPSHOT_VERSION,
 };
 
 fn hex(bytes: &[u8]) -> String {
@@ -86,6 +87,7 @@ fn sample_snapshot() -> Snapshot {
             duration_ms: 10,
         },
         root: None,
+        sources: Vec::new(),
         version: 1,
     }
 }
@@ -103,6 +105,12 @@ fn sample_snapshot_v2() -> Snapshot {
             group: "g".into(),
             ..Node::default()
         }),
+        sources: vec![SourceStatus {
+            kind: SourceKind::Mysql,
+            name: b"db".to_vec(),
+            unreadable: 2,
+            failure: Some("x".into()),
+        }],
         version: SNAPSHOT_VERSION,
         ..sample_snapshot()
     }
@@ -208,7 +216,10 @@ const GOLDEN_SNAPSHOT: &str = concat!(
 const GOLDEN_SNAPSHOT_V2: &str = concat!(
     "534e41504653534e020000008084a4920d01a0380168016101022f680101740303030303030303030303030303030303",
     "030303030303030303030303030303000102030405060708090a",
-    "010001c903e807e80701750167000000000000000000000000000000"
+    "010001c903e807e80701750167000000000000000000000000000000",
+    // `sources`: one, kind Mysql (3), name "db", unreadable 2, failure "x".
+    "0103026462020101",
+    "78"
 );
 const GOLDEN_INDEX: &str = concat!(
     "534e41504653495801000000010505050505050505050505050505050505050505050505050505050505050505010404",

@@ -13,170 +13,17 @@
 //! account inside.
 
 pub mod file_reader;
+pub mod record;
 pub mod tree;
 
-use chrono::{DateTime, FixedOffset, Local, NaiveDate, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::NaiveDate;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::backend::{self, FileType};
-use crate::repository::{encoding, Repository};
+use crate::repository::Repository;
+pub use record::{Snapshot, SourceKind, SourceStatus, Summary, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use tree::{Node, NodeKind, Timestamp, Tree, Xattr};
-
-pub const SNAPSHOT_MAGIC: &[u8; 8] = b"SNAPFSSN";
-
-/// The snapshot record version this build writes, in the record's
-/// envelope (trees, index files and packs keep `encoding::FORMAT_VERSION`):
-/// - 1: the fields of [`SnapshotV1`];
-/// - 2: adds [`Snapshot::root`], the backed-up folder's own metadata, so a
-///   mount shows a home that was 0700 as 0700, owned by its user, instead
-///   of a folder anyone may list.
-pub const SNAPSHOT_VERSION: u32 = 2;
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// When the backup started, UTC.
-    pub time: Timestamp,
-    /// The offset from UTC, in seconds, of the clock that took it.
-    pub utc_offset: i32,
-    pub hostname: String,
-    /// The hosting account the snapshot belongs to.
-    pub account: String,
-    /// The source paths as given (absolute), as raw bytes.
-    pub paths: Vec<Vec<u8>>,
-    pub tags: Vec<String>,
-    pub tree: Id,
-    pub parent: Option<Id>,
-    pub summary: Summary,
-    /// Version 2: the metadata of the folder whose contents are the root
-    /// tree (a `Node` with an empty name, kind `Dir` and no subtree).
-    /// `None` when the backup had several sources or one that was not a
-    /// folder, and in every version-1 record.
-    pub root: Option<Node>,
-    /// The record version it was read from or will be written as: the
-    /// envelope's version, not part of the record (as `Config::layout`).
-    #[serde(skip)]
-    pub version: u32,
-}
-
-/// A version-1 snapshot record: `Snapshot` without `root`. Field order is
-/// the format.
-#[derive(Serialize, Deserialize)]
-struct SnapshotV1 {
-    time: Timestamp,
-    utc_offset: i32,
-    hostname: String,
-    account: String,
-    paths: Vec<Vec<u8>>,
-    tags: Vec<String>,
-    tree: Id,
-    parent: Option<Id>,
-    summary: Summary,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Summary {
-    pub files: u64,
-    pub dirs: u64,
-    /// Files whose content was read (new or changed).
-    pub files_read: u64,
-    /// Files taken from the parent snapshot without reading them.
-    pub files_unchanged: u64,
-    /// Bytes of file content read from the source.
-    pub bytes_read: u64,
-    /// Total size of the files in the snapshot.
-    pub bytes_total: u64,
-    /// New, uncompressed bytes added to the repository.
-    pub bytes_added: u64,
-    /// The same bytes as stored (compressed).
-    pub bytes_stored: u64,
-    /// Entries that could not be read: the snapshot is partial if non-zero.
-    pub errors: u64,
-    pub duration_ms: u64,
-}
-
-impl Snapshot {
-    /// Encoded as its `version`: a record read from version 1 writes back
-    /// the same bytes (its id); anything with a `root` is version 2.
-    pub fn encode(&self) -> Vec<u8> {
-        if self.version == 1 && self.root.is_none() {
-            return encoding::encode_versioned(SNAPSHOT_MAGIC, 1, &self.to_v1());
-        }
-        encoding::encode_versioned(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, self)
-    }
-
-    pub fn decode(name: &str, bytes: &[u8]) -> Result<Snapshot> {
-        let object = format!("snapshot {name}");
-        let (version, body) =
-            encoding::open_envelope_upto(SNAPSHOT_MAGIC, &object, bytes, SNAPSHOT_VERSION)?;
-        let mut snapshot = match version {
-            1 => Snapshot::from_v1(encoding::decode_body(&object, body)?),
-            _ => encoding::decode_body::<Snapshot>(&object, body)?,
-        };
-        snapshot.version = version;
-        Ok(snapshot)
-    }
-
-    fn to_v1(&self) -> SnapshotV1 {
-        SnapshotV1 {
-            time: self.time,
-            utc_offset: self.utc_offset,
-            hostname: self.hostname.clone(),
-            account: self.account.clone(),
-            paths: self.paths.clone(),
-            tags: self.tags.clone(),
-            tree: self.tree,
-            parent: self.parent,
-            summary: self.summary.clone(),
-        }
-    }
-
-    fn from_v1(v1: SnapshotV1) -> Snapshot {
-        Snapshot {
-            time: v1.time,
-            utc_offset: v1.utc_offset,
-            hostname: v1.hostname,
-            account: v1.account,
-            paths: v1.paths,
-            tags: v1.tags,
-            tree: v1.tree,
-            parent: v1.parent,
-            summary: v1.summary,
-            root: None,
-            version: 1,
-        }
-    }
-
-    pub fn utc(&self) -> DateTime<Utc> {
-        Utc.timestamp_opt(self.time.secs, self.time.nanos)
-            .single()
-            .unwrap_or_default()
-    }
-
-    /// The time on the clock of the host that took it.
-    pub fn taken_at(&self) -> DateTime<FixedOffset> {
-        let offset = FixedOffset::east_opt(self.utc_offset)
-            .unwrap_or(FixedOffset::east_opt(0).expect("0 is valid"));
-        self.utc().with_timezone(&offset)
-    }
-
-    /// The day it belongs to in this host's time zone (or UTC).
-    pub fn local_date(&self, utc: bool) -> NaiveDate {
-        if utc {
-            self.utc().date_naive()
-        } else {
-            self.utc().with_timezone(&Local).date_naive()
-        }
-    }
-
-    pub fn paths_lossy(&self) -> Vec<String> {
-        self.paths
-            .iter()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .collect()
-    }
-}
 
 /// A snapshot, its id and its file.
 #[derive(Clone, Debug)]
@@ -456,6 +303,7 @@ mod tests {
             parent: None,
             summary: Summary::default(),
             root: None,
+            sources: Vec::new(),
             version: SNAPSHOT_VERSION,
         };
         let mut id = Id::hash(&[n]);

@@ -18,6 +18,7 @@
 //! sparse files are not read either (`SEEK_DATA`/`SEEK_HOLE`); they are
 //! stored as zero chunks.
 
+mod account;
 mod pipeline;
 mod walk;
 
@@ -36,6 +37,7 @@ use crate::repository::lock::{Lock, LockKind};
 use crate::repository::Repository;
 use crate::snapshot::{self, Node, Snapshot, SnapshotEntry, Timestamp};
 use crate::source::fs::{self as source, OpenError, Opened};
+pub use account::AccountSources;
 use pipeline::ChunkJob;
 use walk::Walker;
 
@@ -136,8 +138,6 @@ pub fn run_sources(
     opts: &BackupOptions,
     sources: Sources,
 ) -> Result<BackupOutcome> {
-    let started = Instant::now();
-    source::raise_fd_limit();
     // The shared lock keeps prune out until the snapshot is written. The
     // index is read again under the lock: one loaded before it may list
     // blobs that a prune deleted meanwhile, and deduplicating against those
@@ -149,13 +149,57 @@ pub fn run_sources(
         opts.lock_wait,
     )?;
     repo.reload_index()?;
+    store(repo, opts, Layout::Plain(sources), &lock)
+}
+
+/// A hosting account's snapshot (`snapfs run`), under a lock the caller
+/// holds and with the index it reloaded under that lock: a run of many
+/// accounts takes both once.
+pub fn run_account(
+    repo: &Repository,
+    opts: &BackupOptions,
+    sources: AccountSources,
+    lock: &Lock,
+) -> Result<BackupOutcome> {
+    store(repo, opts, Layout::Account(sources), lock)
+}
+
+/// What becomes the snapshot's root.
+enum Layout {
+    /// `snapfs backup PATH...`: one folder's contents, or each path under
+    /// its base name.
+    Plain(Sources),
+    /// `snapfs run`: `files/`, `mails/`, `postgresql/`, `mysql/`.
+    Account(AccountSources),
+}
+
+impl Layout {
+    /// The recorded source paths, by which the parent is found.
+    fn paths(&self) -> Vec<Vec<u8>> {
+        match self {
+            Layout::Plain(sources) => sources
+                .list
+                .iter()
+                .map(|s| s.path.as_os_str().as_bytes().to_vec())
+                .collect(),
+            Layout::Account(sources) => sources.paths(),
+        }
+    }
+}
+
+/// Walk, store and save the snapshot; `lock` is held by the caller.
+fn store(
+    repo: &Repository,
+    opts: &BackupOptions,
+    layout: Layout,
+    lock: &Lock,
+) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    source::raise_fd_limit();
     let (time, utc_offset) = opts.time.unwrap_or_else(now);
-    let abs_paths: Vec<Vec<u8>> = sources
-        .list
-        .iter()
-        .map(|s| s.path.as_os_str().as_bytes().to_vec())
-        .collect();
-    let parent = find_parent(repo, &opts.account, &abs_paths)?;
+    let paths = layout.paths();
+    let is_account = matches!(layout, Layout::Account(_));
+    let parent = find_parent(repo, &opts.account, &paths, is_account)?;
     let parent_root = parent
         .as_ref()
         .and_then(|p| snapshot::load_tree(repo, &p.snapshot.tree).ok());
@@ -181,12 +225,17 @@ pub fn run_sources(
             opts.one_file_system,
             &progress,
         );
-        let root = walker.backup_root(sources.list, parent_root);
+        let root = match layout {
+            Layout::Plain(sources) => walker
+                .backup_root(sources.list, parent_root)
+                .map(|(tree, root)| (tree, root, Vec::new())),
+            Layout::Account(sources) => walker.backup_account(sources, parent_root, time),
+        };
         let (summary, warnings) = walker.finish();
         root.map(|root| (root, summary, warnings))
     });
     progress.finish();
-    let ((tree, root), mut summary, warnings) = walked?;
+    let ((tree, root, statuses), mut summary, warnings) = walked?;
 
     let stats = packer.flush()?;
     summary.bytes_added = stats.bytes_added;
@@ -198,13 +247,13 @@ pub fn run_sources(
         utc_offset,
         hostname: opts.hostname.clone(),
         account: opts.account.clone(),
-        paths: abs_paths,
+        paths,
         tags: opts.tags.clone(),
         tree,
         parent: parent.map(|p| p.id),
         summary,
         root: root.clone(),
-        sources: Vec::new(),
+        sources: statuses,
         version: snapshot::SNAPSHOT_VERSION,
     };
     if let Some(e) = lock.refresh_error() {
@@ -213,7 +262,6 @@ pub fn run_sources(
         )));
     }
     let id = snapshot::save(repo, &snapshot)?;
-    drop(lock);
     Ok(BackupOutcome {
         id,
         snapshot,
@@ -222,7 +270,7 @@ pub fn run_sources(
     })
 }
 
-fn now() -> (Timestamp, i32) {
+pub(super) fn now() -> (Timestamp, i32) {
     let local = chrono::Local::now();
     let utc = local.to_utc();
     (
@@ -234,17 +282,21 @@ fn now() -> (Timestamp, i32) {
     )
 }
 
-/// The newest snapshot of the same account and source paths.
+/// The newest snapshot of the same account and source paths, and of the
+/// same layout (a run's root holds `files/`, a plain backup's the home's
+/// own entries: one is no parent for the other).
 fn find_parent(
     repo: &Repository,
     account: &str,
     paths: &[Vec<u8>],
+    is_account: bool,
 ) -> Result<Option<SnapshotEntry>> {
     let snapshots = snapshot::list_warn(repo, Some(account))?;
-    Ok(snapshots
-        .into_iter()
-        .rev()
-        .find(|e| e.snapshot.account == account && e.snapshot.paths == paths))
+    Ok(snapshots.into_iter().rev().find(|e| {
+        e.snapshot.account == account
+            && e.snapshot.paths == paths
+            && e.snapshot.sources.is_empty() != is_account
+    }))
 }
 
 fn build_excludes(patterns: &[String]) -> Result<GlobSet> {

@@ -17,6 +17,8 @@ const STDERR_KEPT: usize = 64 * 1024;
 
 /// One database's dump, not started yet.
 pub struct Dump {
+    /// The database's name, as the server has it.
+    pub database: String,
     /// Its name in the snapshot's folder: `<database>.sql`.
     pub file_name: String,
     /// For messages: "PostgreSQL database shop".
@@ -109,6 +111,7 @@ mod tests {
         let mut command = Command::new("sh");
         command.arg("-c").arg(script);
         Dump {
+            database: "db".into(),
             file_name: "db.sql".into(),
             what: "test database".into(),
             command,

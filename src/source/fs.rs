@@ -325,7 +325,7 @@ impl SourceDir {
     /// directory's descriptor and do not follow it. If the name was swapped
     /// meanwhile, these are the attributes of whatever the tenant's folder
     /// holds under that name now, never of anything outside it.
-    fn entry_xattrs(&self, name: &[u8]) -> io::Result<Vec<Xattr>> {
+    pub fn entry_xattrs(&self, name: &[u8]) -> io::Result<Vec<Xattr>> {
         if !proc_fd_available() {
             // Without /proc (a bare chroot) these attributes are not
             // reachable without a path; symlinks and special files rarely

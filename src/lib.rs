@@ -114,6 +114,7 @@ pub mod prune;
 pub mod repository;
 pub mod restore;
 pub mod retention;
+pub mod run;
 pub mod snapshot;
 pub mod source;
 pub mod weighted_lru;

@@ -63,6 +63,7 @@ impl Walker<'_> {
     /// `postgresql`.
     pub(super) fn backup_account(
         &mut self,
+        account: &str,
         sources: AccountSources,
         parent: Option<Tree>,
         time: Timestamp,
@@ -74,6 +75,15 @@ impl Walker<'_> {
                 .cloned()
         };
         let mut entries = Vec::new();
+        self.account = Some(account.to_string());
+        for failed in &sources.failed {
+            let mut label = PathBuf::from(failed.kind.folder());
+            if !failed.name.is_empty() {
+                label.push(std::ffi::OsStr::from_bytes(&failed.name));
+            }
+            let why = failed.failure.as_deref().unwrap_or("incomplete");
+            self.warn(&label, format!("left out: {why}"));
+        }
         let mut statuses = sources.failed;
         if let Some(home) = &sources.files {
             let parent_node = find(SourceKind::Files);

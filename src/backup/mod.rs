@@ -229,7 +229,9 @@ fn store(
             Layout::Plain(sources) => walker
                 .backup_root(sources.list, parent_root)
                 .map(|(tree, root)| (tree, root, Vec::new())),
-            Layout::Account(sources) => walker.backup_account(sources, parent_root, time),
+            Layout::Account(sources) => {
+                walker.backup_account(&opts.account, sources, parent_root, time)
+            }
         };
         let (summary, warnings) = walker.finish();
         root.map(|root| (root, summary, warnings))

@@ -94,6 +94,8 @@ pub(super) struct Walker<'a> {
     /// While a maildir is walked: its files in the parent snapshot by what
     /// a rename keeps (see `account`).
     pub(super) moved: Option<MovedFiles>,
+    /// In a run of many accounts, the account every warning names.
+    pub(super) account: Option<String>,
 }
 
 impl<'a> Walker<'a> {
@@ -123,6 +125,7 @@ impl<'a> Walker<'a> {
             label: PathBuf::new(),
             root_dev: 0,
             moved: None,
+            account: None,
         }
     }
 
@@ -133,7 +136,10 @@ impl<'a> Walker<'a> {
     }
 
     pub(super) fn warn(&mut self, path: &Path, message: impl std::fmt::Display) {
-        let line = format!("{}: {message}", path.display());
+        let line = match &self.account {
+            Some(account) => format!("{account}: {}: {message}", path.display()),
+            None => format!("{}: {message}", path.display()),
+        };
         self.progress.println(&format!("warning: {line}"));
         self.warnings.push(line);
     }

@@ -34,6 +34,9 @@ pub(super) enum Command {
     Init(InitArgs),
     /// Back up paths into a new snapshot (creates the repository if needed).
     Backup(BackupArgs),
+    /// Back up every account of this host (files, databases, mail), each
+    /// into one snapshot, as the host configuration says.
+    Run(RunArgs),
     /// List snapshots, oldest first.
     Snapshots {
         /// Only this account's snapshots.
@@ -185,6 +188,27 @@ fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
     }
     let d = crate::retention::parse_duration(text)?;
     d.to_std().map_err(|e| e.to_string())
+}
+
+#[derive(Args)]
+pub(super) struct RunArgs {
+    /// The host configuration [default: /etc/snapfs/snapfs.toml]; it names
+    /// the repository (`--repo` is not used).
+    #[arg(long, env = "SNAPFS_CONFIG", value_name = "FILE")]
+    pub(super) config: Option<PathBuf>,
+    /// Only this account (repeatable), whatever the configuration selects.
+    #[arg(long, value_name = "NAME")]
+    pub(super) account: Vec<String>,
+    /// Date the snapshots, local time "YYYY-MM-DD HH:MM:SS" or RFC 3339
+    /// [default: each account's start].
+    #[arg(long)]
+    pub(super) time: Option<String>,
+    /// Accounts backed up at the same time [default: the number of cores].
+    #[arg(long, value_name = "N")]
+    pub(super) jobs: Option<usize>,
+    /// How long to wait for a running prune, e.g. 30m.
+    #[arg(long, default_value = "2h", value_parser = parse_wait)]
+    pub(super) lock_wait: std::time::Duration,
 }
 
 #[derive(Args)]

@@ -110,7 +110,7 @@ pub(super) fn init(g: &Global, args: InitArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-fn parse_time(text: &str) -> anyhow::Result<(Timestamp, i32)> {
+pub(super) fn parse_time(text: &str) -> anyhow::Result<(Timestamp, i32)> {
     let local = if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         t
     } else {

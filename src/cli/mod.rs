@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod run;
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -109,6 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Init(args) => init(g, args),
         Command::Backup(args) => run_backup(g, args),
+        Command::Run(args) => run::run(g, args),
         Command::Snapshots { account } => snapshots(g, account),
         Command::Ls {
             snapshot,

@@ -295,6 +295,12 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 /// folder, fsync, rename over the final name, fsync the folder. After a crash
 /// the final name holds either nothing (or its old content) or all of `data`.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_mode(path, data, PRIVATE_FILE_MODE)
+}
+
+/// `write_atomic` of a file with permission bits `mode` (less the umask):
+/// files outside a repository, such as a run's metrics, that others read.
+pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let temp = dir.join(format!(
@@ -307,7 +313,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(PRIVATE_FILE_MODE)
+            .mode(mode)
             .open(&temp)
             .at(&temp)?;
         file.write_all(data).at(&temp)?;

@@ -103,6 +103,26 @@ impl RunningDump {
     }
 }
 
+/// The dumps of `account`'s PostgreSQL databases.
+pub fn postgresql_dumps(
+    _cfg: &crate::host::config::PostgresqlConfig,
+    _account: &str,
+) -> crate::error::Result<Vec<Dump>> {
+    Err(crate::error::Error::Unsupported(
+        "PostgreSQL dumps are not built in yet".into(),
+    ))
+}
+
+/// The dumps of `account`'s MariaDB or MySQL databases.
+pub fn mysql_dumps(
+    _cfg: &crate::host::config::MysqlConfig,
+    _account: &str,
+) -> crate::error::Result<Vec<Dump>> {
+    Err(crate::error::Error::Unsupported(
+        "MariaDB dumps are not built in yet".into(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

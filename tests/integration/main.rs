@@ -17,6 +17,8 @@
 //! - `forget`:     refusals of policies that keep nothing; named snapshots
 //!   and a departed account's `--all`.
 //! - `privacy`:    repository files 0600 and folders 0700 whatever the umask.
+//! - `run`:        every account of a host from one configuration: files/
+//!   and mails/, one failure costing only itself, a quiet second night.
 //! - `prune`:      thirty rolling days: forget, prune, kills, concurrency.
 //! - `restore_target`: restore into folders that already hold things (a
 //!   symlink where a folder or file goes, a full folder), a target path
@@ -33,5 +35,6 @@ mod privacy;
 mod prune;
 mod restore_target;
 mod roundtrip;
+mod run;
 mod sources;
 mod support;

@@ -225,3 +225,56 @@ fn only_the_accounts_asked_for_and_clear_errors_for_bad_configurations() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no configuration at"), "{stderr}");
 }
+
+/// SIGKILL a run part-way, at several points: the repository checks clean,
+/// the accounts already done keep their snapshots, and a rerun completes.
+#[test]
+fn a_run_killed_part_way_is_completed_by_the_next() {
+    let names: Vec<String> = (0..6).map(|n| format!("user{n}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let host = Host::new(&refs, "");
+    for (n, name) in names.iter().enumerate() {
+        let home = host.home(name);
+        fs::create_dir_all(&home).unwrap();
+        for f in 0..10 {
+            let bytes = random_bytes(200_000, (n * 100 + f) as u64);
+            fs::write(home.join(format!("f{f}")), bytes).unwrap();
+        }
+    }
+    // Time a whole run (into another repository) to spread the kills.
+    let probe = Host::new(&refs, "");
+    fs::rename(host.root().join("home"), probe.root().join("home")).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(probe.run(&["--jobs", "1"]).status.code(), Some(0));
+    let full = started.elapsed();
+    fs::rename(probe.root().join("home"), host.root().join("home")).unwrap();
+
+    let mut killed = 0;
+    for step in 1..5u32 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_snapfs"))
+            .arg("run")
+            .arg("--config")
+            .arg(host.config())
+            .args(["--jobs", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full.mul_f64(step as f64 / 5.0));
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let check = snapfs(&host.repo(), &["check", "--read-data"]);
+        assert_eq!(check.status.code(), Some(0), "after kill {step}: {check:?}");
+    }
+    assert!(killed >= 2, "only {killed} runs were killed part-way");
+    let (code, report) = host.run_json(&[]);
+    assert_eq!(code, Some(0), "{report}");
+    for name in &names {
+        let listing = host.snapfs(&["ls", "-R", "--account", name, "latest"]);
+        assert!(listing.contains("files/f9"), "{name}: {listing}");
+    }
+    host.snapfs(&["check", "--read-data"]);
+}

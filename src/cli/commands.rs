@@ -217,6 +217,12 @@ pub fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
             "errors": s.summary.errors,
             "duration_ms": s.summary.duration_ms,
         },
+        "sources": s.sources.iter().map(|x| json!({
+            "kind": x.kind.folder(),
+            "name": String::from_utf8_lossy(&x.name),
+            "unreadable": x.unreadable,
+            "failure": x.failure,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -26,6 +26,8 @@ pub struct Dump {
 
 /// A dump tool running, its output read by the backup.
 pub struct RunningDump {
+    /// The dump's `what`, which begins every error of [`Self::finish`].
+    what: String,
     child: Child,
     stdout: ChildStdout,
     /// Reads standard error meanwhile: a tool that fills the pipe while
@@ -45,6 +47,7 @@ impl Dump {
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         Ok(RunningDump {
+            what: self.what.clone(),
             child,
             stdout,
             stderr: Some(std::thread::spawn(move || keep_head(stderr))),
@@ -73,9 +76,16 @@ impl Read for RunningDump {
 }
 
 impl RunningDump {
-    /// Wait for the tool: `Ok` only when it exited 0. The error is the
-    /// tool's own words (its standard error), or how it ended.
+    /// Wait for the tool: `Ok` only when it exited 0. The error names the
+    /// dump (its `what`: the tool's words rarely name the database, "ERROR:
+    /// permission denied for table t") and gives the tool's own words (its
+    /// standard error), or how it ended.
     pub fn finish(mut self) -> Result<(), String> {
+        let what = std::mem::take(&mut self.what);
+        self.wait().map_err(|why| format!("{what}: {why}"))
+    }
+
+    fn wait(mut self) -> Result<(), String> {
         // Whatever the backup did not read (it stopped on an error) must
         // not keep the tool blocked on a full pipe.
         drop(self.stdout);
@@ -134,7 +144,7 @@ mod tests {
         let mut out = String::new();
         running.read_to_string(&mut out).unwrap();
         let err = running.finish().unwrap_err();
-        assert_eq!(err, "exited with status 1: connection lost");
+        assert_eq!(err, "test database: exited with status 1: connection lost");
     }
 
     #[test]

@@ -80,7 +80,9 @@ const POSTGRESQL_LOCK_WAIT_MS: u32 = 10 * 60 * 1000;
 /// Where tools are looked for when `PATH` is unset (a bare `env -i`).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The account's PostgreSQL databases, sorted by name.
+/// The account's PostgreSQL databases, sorted by name. The listing
+/// connects to the `postgres` database, which every cluster has unless an
+/// operator dropped it.
 pub fn postgresql_databases(cfg: &PostgresqlConfig, account: &str) -> Result<Vec<String>> {
     let psql = find_tool(&["psql"], "postgresql-client", None)?;
     let mut command = Command::new(&psql);

@@ -71,6 +71,45 @@ fn postgresql_databases_by_owner_and_by_prefix() {
     assert_eq!(dumps[1].what, "PostgreSQL database alice_shop");
 }
 
+/// A regression guard: a bare name holding `=` is a connection string to
+/// pg_dump, and an option to mariadb-dump when it begins with `-`.
+#[test]
+fn a_database_named_like_a_connection_string_or_an_option_is_dumped_as_named() {
+    let test = "a_database_named_like_a_connection_string_or_an_option_is_dumped_as_named";
+    let Some(pg) = servers::postgres(test) else {
+        return;
+    };
+    let name = "dbname=postgres host=/nonexistent";
+    pg.sql(
+        "postgres",
+        &format!(
+            "CREATE ROLE frank; CREATE DATABASE {} OWNER frank",
+            postgres::ident(name)
+        ),
+    );
+    pg.sql(name, "CREATE TABLE frank_marker (x int)");
+    let mut dumps = postgresql_dumps(&pg.config(Owner), "frank").unwrap();
+    assert_eq!(dumps.len(), 1);
+    let dump = run(&mut dumps[0]).unwrap();
+    assert!(String::from_utf8_lossy(&dump).contains("frank_marker"));
+
+    let Some(my) = servers::mariadb(test) else {
+        return;
+    };
+    let name = "--all-databases";
+    my.sql(&format!(
+        "CREATE DATABASE {0}; CREATE TABLE {0}.frank_marker (x int);
+         CREATE USER frank@localhost; GRANT ALL ON {0}.* TO frank@localhost;",
+        mariadb::ident(name)
+    ));
+    let mut dumps = mysql_dumps(&my.config(Owner), "frank").unwrap();
+    assert_eq!(dumps.len(), 1);
+    assert_eq!(dumps[0].file_name, "--all-databases.sql");
+    let dump = String::from_utf8(run(&mut dumps[0]).unwrap()).unwrap();
+    assert!(dump.contains("frank_marker"), "{dump}");
+    assert!(!dump.contains("CREATE DATABASE"), "one database, not all");
+}
+
 /// Rows of every table of `database`: name, count and an md5 of the rows
 /// in a fixed order.
 fn pg_fingerprint(pg: &Postgres, database: &str) -> Vec<String> {

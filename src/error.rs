@@ -33,6 +33,13 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A server or tool the host needs does not answer or is not
+    /// installed: a database server that is down, a wrong socket, a dump
+    /// tool missing. Nothing is wrong with the repository; fix the host and
+    /// run again. The message names the server or the package.
+    #[error("{0}")]
+    Unavailable(String),
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -29,9 +29,11 @@
 //!   following links ([`restore::target`]): it runs as root inside folders
 //!   that tenants change while it runs.
 //! - [`source`] is what a backup reads, beside `snapshot` under `backup`:
-//!   today a file system tree, reached through descriptors only
+//!   a file system tree, reached through descriptors only
 //!   ([`source::fs`]), because backups run as root over trees that their
-//!   owners change meanwhile.
+//!   owners change meanwhile; and database dumps, a tool's output
+//!   streamed in as one file ([`source::dump`]), for the databases that
+//!   belong to an account ([`source::databases`]).
 //!
 //! # Backup data flow
 //!

@@ -4,8 +4,9 @@
 #     bash tests/run.sh
 #
 # On a fresh Debian machine, as root, it first installs the system tools the
-# integration tests drive (FUSE, OpenSSH's sshd and sftp, xattr tools, fio)
-# when they are missing; then it runs formatting, lint, build and tests.
+# integration tests drive (FUSE, OpenSSH's sshd and sftp, xattr tools, fio,
+# the PostgreSQL and MariaDB servers and clients) when they are missing;
+# then it runs formatting, lint, build and tests.
 # As a normal user it installs nothing: tests that need a missing tool or
 # FUSE skip, unless SNAPFS_REQUIRE_FUSE=1 (set under CI), when they fail.
 set -euo pipefail
@@ -27,8 +28,10 @@ step() {
 # ---------------------------------------------------------------------------
 section "system packages"
 
-# package -> a file or command that proves it is installed. `command -v` is
-# not enough for sshd: /usr/sbin is not on every user's PATH.
+# package -> a file (a glob allowed) or command that proves it is installed.
+# `command -v` is not enough for sshd: /usr/sbin is not on every user's
+# PATH. The database servers are only ever started by the tests themselves
+# (tests/servers: throwaway instances in temp folders, Unix sockets only).
 declare -A proof=(
     [fuse3]=fusermount3
     [openssh-server]=/usr/sbin/sshd
@@ -36,16 +39,40 @@ declare -A proof=(
     [attr]=setfattr
     [fio]=fio
     [util-linux]=findmnt
+    [postgresql]='/usr/lib/postgresql/*/bin/postgres'
+    [postgresql-client]=pg_dump
+    [mariadb-server]=/usr/sbin/mariadbd
+    [mariadb-client]=mariadb-dump
 )
 missing=()
-for pkg in fuse3 openssh-server openssh-client attr fio util-linux; do
+for pkg in fuse3 openssh-server openssh-client attr fio util-linux \
+    postgresql postgresql-client mariadb-server mariadb-client; do
     p=${proof[$pkg]}
-    if { [[ $p == /* ]] && [[ -x $p ]]; } || command -v "$p" >/dev/null 2>&1 \
+    if { [[ $p == /* ]] && compgen -G "$p" >/dev/null; } || command -v "$p" >/dev/null 2>&1 \
         || dpkg -s "$pkg" >/dev/null 2>&1; then
         continue
     fi
     missing+=("$pkg")
 done
+
+# Run "$@" with no service started meanwhile. The postinst of
+# postgresql and mariadb-server starts the system instance (invoke-rc.d,
+# or deb-systemd-invoke with systemd); the tests never use it, and in a
+# container without systemd the start of an init script can fail the
+# install. Both ask /usr/sbin/policy-rc.d first: 101 means "not allowed".
+# One already there (Docker images ship one) is left as it is.
+without_service_starts() {
+    local policy=/usr/sbin/policy-rc.d status=0
+    if [[ -e $policy ]]; then
+        "$@"
+        return
+    fi
+    printf '#!/bin/sh\n# tests/run.sh: no service starts during its install\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    "$@" || status=$?
+    rm -f "$policy"
+    return "$status"
+}
 
 if ((${#missing[@]} == 0)); then
     echo "all present: ${!proof[*]}"
@@ -54,7 +81,9 @@ elif [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     # Only now: an apt-get update is slow and needs the network.
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    # Wait for another apt or dpkg run (unattended upgrades) to finish.
+    without_service_starts apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout=600 "${missing[@]}"
 else
     echo "missing: ${missing[*]} (run as root on Debian to install them;"
     echo "the tests that need them will skip, or fail under SNAPFS_REQUIRE_FUSE=1)"

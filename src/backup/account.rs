@@ -191,7 +191,8 @@ impl Walker<'_> {
                     return Err(Error::Invalid("backup workers stopped unexpectedly".into()))
                 }
                 Err(DumpFailed::Because(why)) => {
-                    self.warn(&label, format!("{} not backed up: {why}", dump.what));
+                    // `why` names the dump (see `RunningDump::finish`).
+                    self.warn(&label, format!("not backed up: {why}"));
                     status.failure = Some(why);
                 }
             }
@@ -386,10 +387,10 @@ mod tests {
         assert_eq!(failed[0].name, b"blog");
         assert_eq!(
             failed[0].failure.as_deref(),
-            Some("exited with status 1: FATAL: connection lost")
+            Some("test database blog: exited with status 1: FATAL: connection lost")
         );
         assert_eq!(s.sources.len(), 3);
-        assert!(outcome.warnings[0].contains("test database blog not backed up"));
+        assert!(outcome.warnings[0].contains("blog.sql: not backed up: test database blog"));
         assert_eq!(s.summary.errors, 1);
     }
 

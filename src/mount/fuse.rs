@@ -39,9 +39,11 @@ pub fn errno(e: &Error) -> Errno {
     match e {
         Error::NotFound(_) => Errno::ENOENT,
         Error::Invalid(_) => Errno::EINVAL,
-        Error::Corrupt { .. } | Error::Unsupported(_) | Error::Locked(_) | Error::Io { .. } => {
-            Errno::EIO
-        }
+        Error::Corrupt { .. }
+        | Error::Unsupported(_)
+        | Error::Locked(_)
+        | Error::Unavailable(_)
+        | Error::Io { .. } => Errno::EIO,
     }
 }
 

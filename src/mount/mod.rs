@@ -251,7 +251,7 @@ pub fn daemon(repo_path: &Path, opts: &MountOptions) -> Result<()> {
                         Error::Corrupt { .. } => 'C',
                         Error::Unsupported(_) => 'U',
                         Error::Locked(_) => 'L',
-                        Error::Invalid(_) | Error::Io { .. } => 'I',
+                        Error::Invalid(_) | Error::Unavailable(_) | Error::Io { .. } => 'I',
                     };
                     let _ = status.write_all(format!("{kind}{e}").as_bytes());
                     1

@@ -23,7 +23,7 @@ use crate::host::config::{for_account, HostConfig};
 use crate::repository::lock::{Lock, LockKind};
 use crate::repository::Repository;
 use crate::snapshot::{SourceKind, SourceStatus, Timestamp};
-use crate::source::dump;
+use crate::source::{databases, dump};
 
 pub struct RunOptions {
     /// Date every snapshot of the run (tests, imports); default: each
@@ -245,14 +245,14 @@ fn gather(config: &HostConfig, account: &RunAccount) -> AccountSources {
         add_dumps(
             &mut sources,
             SourceKind::Postgresql,
-            dump::postgresql_dumps(pg, &account.name),
+            databases::postgresql_dumps(pg, &account.name),
         );
     }
     if let Some(my) = &config.mysql {
         add_dumps(
             &mut sources,
             SourceKind::Mysql,
-            dump::mysql_dumps(my, &account.name),
+            databases::mysql_dumps(my, &account.name),
         );
     }
     sources

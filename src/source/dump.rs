@@ -28,6 +28,8 @@ pub struct Dump {
 
 /// A dump tool running, its output read by the backup.
 pub struct RunningDump {
+    /// The dump's `what`, which begins every error of [`Self::finish`].
+    what: String,
     child: Child,
     stdout: ChildStdout,
     /// Reads standard error meanwhile: a tool that fills the pipe while
@@ -47,6 +49,7 @@ impl Dump {
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         Ok(RunningDump {
+            what: self.what.clone(),
             child,
             stdout,
             stderr: Some(std::thread::spawn(move || keep_head(stderr))),
@@ -75,9 +78,16 @@ impl Read for RunningDump {
 }
 
 impl RunningDump {
-    /// Wait for the tool: `Ok` only when it exited 0. The error is the
-    /// tool's own words (its standard error), or how it ended.
+    /// Wait for the tool: `Ok` only when it exited 0. The error names the
+    /// dump (its `what`: the tool's words rarely name the database, "ERROR:
+    /// permission denied for table t") and gives the tool's own words (its
+    /// standard error), or how it ended.
     pub fn finish(mut self) -> Result<(), String> {
+        let what = std::mem::take(&mut self.what);
+        self.wait().map_err(|why| format!("{what}: {why}"))
+    }
+
+    fn wait(mut self) -> Result<(), String> {
         // Whatever the backup did not read (it stopped on an error) must
         // not keep the tool blocked on a full pipe.
         drop(self.stdout);
@@ -101,26 +111,6 @@ impl RunningDump {
             (None, _) => format!("killed by a signal ({status})"),
         })
     }
-}
-
-/// The dumps of `account`'s PostgreSQL databases.
-pub fn postgresql_dumps(
-    _cfg: &crate::host::config::PostgresqlConfig,
-    _account: &str,
-) -> crate::error::Result<Vec<Dump>> {
-    Err(crate::error::Error::Unsupported(
-        "PostgreSQL dumps are not built in yet".into(),
-    ))
-}
-
-/// The dumps of `account`'s MariaDB or MySQL databases.
-pub fn mysql_dumps(
-    _cfg: &crate::host::config::MysqlConfig,
-    _account: &str,
-) -> crate::error::Result<Vec<Dump>> {
-    Err(crate::error::Error::Unsupported(
-        "MariaDB dumps are not built in yet".into(),
-    ))
 }
 
 #[cfg(test)]
@@ -157,7 +147,7 @@ mod tests {
         let mut out = String::new();
         running.read_to_string(&mut out).unwrap();
         let err = running.finish().unwrap_err();
-        assert_eq!(err, "exited with status 1: connection lost");
+        assert_eq!(err, "test database: exited with status 1: connection lost");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! snapshot's trees and chunks.
 //!
 //! A file system tree ([`fs`]: homes, maildirs) and database dumps
-//! ([`dump`]: a tool's output streamed in as one file). A source
+//! ([`dump`]: a tool's output streamed in as one file; [`databases`]:
+//! which of a server's databases are an account's, and their dump
+//! commands). A source
 //! knows nothing of repositories or chunks: [`crate::backup`] turns what a
 //! source yields into trees and stores them.
 //!
@@ -17,5 +19,6 @@
 //! reaches every entry from its parent's descriptor by one name, never
 //! follows a symlink, and stores the metadata of the descriptor it read.
 
+pub mod databases;
 pub mod dump;
 pub mod fs;

@@ -11,6 +11,8 @@
 //! - `concurrent`: backups running at the same time lose nothing.
 //! - `sources`:    unreadable and vanishing source files; a missing source
 //!   path creates nothing.
+//! - `dumps`:      database dumps against throwaway PostgreSQL and MariaDB
+//!   servers (`tests/servers`): whose databases, reloads, failures.
 //! - `deep_and_sparse`: a tree 1,000 levels deep; sparse files up to 1 TiB
 //!   back up without reading their holes and restore sparse.
 //! - `fixture`:    a repository written by format v1 stays readable.
@@ -29,6 +31,7 @@ mod corruption;
 mod crash;
 mod dedup;
 mod deep_and_sparse;
+mod dumps;
 mod fixture;
 mod forget;
 mod privacy;
@@ -36,5 +39,7 @@ mod prune;
 mod restore_target;
 mod roundtrip;
 mod run;
+#[path = "../servers/mod.rs"]
+mod servers;
 mod sources;
 mod support;

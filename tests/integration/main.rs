@@ -21,6 +21,8 @@
 //! - `privacy`:    repository files 0600 and folders 0700 whatever the umask.
 //! - `run`:        every account of a host from one configuration: files/
 //!   and mails/, one failure costing only itself, a quiet second night.
+//! - `run_databases`: `snapfs run` with real servers: exactly each account's
+//!   dumps, loaded back to the same rows; a failed dump costs only itself.
 //! - `prune`:      thirty rolling days: forget, prune, kills, concurrency.
 //! - `restore_target`: restore into folders that already hold things (a
 //!   symlink where a folder or file goes, a full folder), a target path
@@ -39,6 +41,7 @@ mod prune;
 mod restore_target;
 mod roundtrip;
 mod run;
+mod run_databases;
 #[path = "../servers/mod.rs"]
 mod servers;
 mod sources;

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A host in a temp folder: homes, maildirs, a config, a repository.
-struct Host {
+pub struct Host {
     dir: tempfile::TempDir,
 }
 
 impl Host {
-    fn new(accounts: &[&str], extra: &str) -> Host {
+    pub fn new(accounts: &[&str], extra: &str) -> Host {
         let host = Host {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -30,27 +30,27 @@ impl Host {
         host
     }
 
-    fn root(&self) -> &Path {
+    pub fn root(&self) -> &Path {
         self.dir.path()
     }
 
-    fn config(&self) -> PathBuf {
+    pub fn config(&self) -> PathBuf {
         self.root().join("snapfs.toml")
     }
 
-    fn repo(&self) -> PathBuf {
+    pub fn repo(&self) -> PathBuf {
         self.root().join("repo")
     }
 
-    fn home(&self, account: &str) -> PathBuf {
+    pub fn home(&self, account: &str) -> PathBuf {
         self.root().join("home").join(account)
     }
 
-    fn maildir(&self, account: &str) -> PathBuf {
+    pub fn maildir(&self, account: &str) -> PathBuf {
         self.root().join("mail").join(account)
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub fn run(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_snapfs"))
             .arg("run")
             .arg("--config")
@@ -61,7 +61,7 @@ impl Host {
             .unwrap()
     }
 
-    fn run_json(&self, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    pub fn run_json(&self, args: &[&str]) -> (Option<i32>, serde_json::Value) {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let out = self.run(&all);
@@ -69,19 +69,19 @@ impl Host {
         (out.status.code(), value)
     }
 
-    fn snapfs(&self, args: &[&str]) -> String {
+    pub fn snapfs(&self, args: &[&str]) -> String {
         snapfs_ok(&self.repo(), args)
     }
 }
 
-fn make_home(home: &Path, seed: u64) {
+pub fn make_home(home: &Path, seed: u64) {
     fs::create_dir_all(home.join("www")).unwrap();
     fs::create_dir_all(home.join(".cache")).unwrap();
     fs::write(home.join("www/index.html"), random_bytes(30_000, seed)).unwrap();
     fs::write(home.join(".cache/junk"), b"cache").unwrap();
 }
 
-fn make_maildir(maildir: &Path, messages: usize) {
+pub fn make_maildir(maildir: &Path, messages: usize) {
     for folder in ["cur", "new", "tmp"] {
         fs::create_dir_all(maildir.join(folder)).unwrap();
     }
@@ -95,7 +95,7 @@ fn make_maildir(maildir: &Path, messages: usize) {
     }
 }
 
-fn account<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+pub fn account<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     report["accounts"]
         .as_array()
         .unwrap()

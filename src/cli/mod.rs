@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+pub mod generate;
 
 use clap::Parser;
 use std::path::PathBuf;

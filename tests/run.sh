@@ -36,9 +36,11 @@ declare -A proof=(
     [attr]=setfattr
     [fio]=fio
     [util-linux]=findmnt
+    [lintian]=lintian
+    [dpkg-dev]=dpkg-shlibdeps
 )
 missing=()
-for pkg in fuse3 openssh-server openssh-client attr fio util-linux; do
+for pkg in fuse3 openssh-server openssh-client attr fio util-linux lintian dpkg-dev; do
     p=${proof[$pkg]}
     if { [[ $p == /* ]] && [[ -x $p ]]; } || command -v "$p" >/dev/null 2>&1 \
         || dpkg -s "$pkg" >/dev/null 2>&1; then

@@ -15,10 +15,71 @@ use super::args::Cli;
 use crate::error::{IoContext, Result};
 
 /// One man page per command into the existing folder `dir`: `snapfs.1`,
-/// `snapfs-backup.1`, ...
+/// `snapfs-backup.1`, ...; `snapfs.1` also has the exit status, files and
+/// environment, which no single command's options show.
 pub fn man_pages(dir: &Path) -> Result<()> {
-    clap_mangen::generate_to(Cli::command(), dir).at(dir)
+    clap_mangen::generate_to(Cli::command(), dir).at(dir)?;
+    let path = dir.join("snapfs.1");
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let man = clap_mangen::Man::new(cmd);
+    let mut page = Vec::new();
+    man.render_title(&mut page).at(&path)?;
+    man.render_name_section(&mut page).at(&path)?;
+    man.render_synopsis_section(&mut page).at(&path)?;
+    man.render_description_section(&mut page).at(&path)?;
+    man.render_options_section(&mut page).at(&path)?;
+    man.render_subcommands_section(&mut page).at(&path)?;
+    page.extend_from_slice(TOP_PAGE_SECTIONS.as_bytes());
+    man.render_version_section(&mut page).at(&path)?;
+    std::fs::write(&path, page).at(&path)
 }
+
+/// Roff, as the README's "Exit codes" and the packaging describe them.
+const TOP_PAGE_SECTIONS: &str = r#".SH "EXIT STATUS"
+.TP
+.B 0
+Success.
+.TP
+.B 1
+Error: the command failed (no repository, an I/O error, no such snapshot, a
+source path that cannot be opened, ...).
+.TP
+.B 2
+Usage: the command line is wrong.
+.TP
+.B 3
+Partial: the snapshot was saved, but some entries could not be read (each
+named in a warning).
+.TP
+.B 4
+Damage: \fBcheck\fR found damage, \fBrestore\fR could not restore some
+entries, or corrupt repository data was met.
+.TP
+.B 5
+Locked: a conflicting lock was held longer than \fB\-\-lock\-wait\fR.
+.SH ENVIRONMENT
+.TP
+.B SNAPFS_REPO
+The repository, when \fB\-\-repo\fR is not given.
+.TP
+.B SNAPFS_LOG
+Log level: error, warn, info or debug.
+.SH FILES
+.TP
+.I /etc/snapfs/snapfs.toml
+The host configuration: which accounts a nightly run backs up, and where
+their files, databases and mail are (\fBsnapfs\-run.timer\fR).
+.TP
+.I /etc/default/snapfs
+\fBSNAPFS_REPO\fR for the mount, prune and per\-account backup units.
+.TP
+.I /var/lib/snapfs/repository
+The default repository as root.
+.SH "SEE ALSO"
+\fBmount.snapfs\fR(8), \fI/usr/share/doc/snapfs/README.md\fR,
+\fI/usr/share/doc/snapfs/FORMAT.md\fR
+"#;
 
 /// Completions into the existing folder `dir`: `snapfs.bash`, `_snapfs`
 /// (zsh) and `snapfs.fish`.
@@ -68,6 +129,7 @@ mod tests {
         man_pages(dir.path()).unwrap();
         let page = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
         assert!(page("snapfs.1").contains("snapfs\\-backup"));
+        assert!(page("snapfs.1").contains(".SH \"EXIT STATUS\""));
         assert!(page("snapfs-backup.1").contains("one\\-file\\-system"));
         assert!(page("snapfs-forget.1").contains("keep\\-monthly"));
 

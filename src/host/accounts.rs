@@ -132,10 +132,14 @@ enum Outside {
 }
 
 impl Selection {
-    /// Only the accounts named (`snapfs run --account NAME`). A name that
-    /// the configuration does not select is an error naming every such
-    /// name and why, so that a typo never becomes an empty, successful run.
+    /// Only the accounts named (`snapfs run --account NAME`); no names: all
+    /// of them. A name that the configuration does not select is an error
+    /// naming every such name and why, so that a typo never becomes an
+    /// empty, successful run.
     pub fn restrict(mut self, names: &[String]) -> Result<Selection> {
+        if names.is_empty() {
+            return Ok(self);
+        }
         let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
         let mut refused = Vec::new();
         for &name in &wanted {
@@ -515,6 +519,7 @@ mod tests {
             .unwrap();
         assert_eq!(names(&only), ["alice", "dave"]);
         assert!(only.skipped.is_empty());
+        assert_eq!(s.clone().restrict(&[]).unwrap(), s);
         let err = s
             .clone()
             .restrict(&[

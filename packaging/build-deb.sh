@@ -55,8 +55,11 @@ install -D -m 0644 "$stage/_snapfs" "$root/usr/share/zsh/vendor-completions/_sna
 install -D -m 0644 "$stage/snapfs.fish" "$root/usr/share/fish/vendor_completions.d/snapfs.fish"
 
 doc=$root/usr/share/doc/snapfs
-install -D -m 0644 README.md "$doc/README.md"
-install -D -m 0644 docs/FORMAT.md "$doc/FORMAT.md"
+# Compressed, as Debian policy wants documentation over 4 KiB (and as
+# dh_compress does in the debhelper build).
+mkdir -p "$doc"
+gzip -9n -c README.md > "$doc/README.md.gz"
+gzip -9n -c docs/FORMAT.md > "$doc/FORMAT.md.gz"
 install -D -m 0644 packaging/fstab.example "$doc/fstab.example"
 # Where `snapfs run` points when /etc/snapfs/snapfs.toml is missing.
 install -D -m 0644 packaging/snapfs.toml "$doc/snapfs.toml"

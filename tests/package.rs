@@ -91,6 +91,7 @@ fn the_package_has_what_an_operator_expects_and_lintian_finds_no_error() {
         "./usr/share/fish/vendor_completions.d/snapfs.fish",
         "./usr/share/doc/snapfs/copyright",
         "./usr/share/doc/snapfs/changelog.gz",
+        "./usr/share/doc/snapfs/README.md.gz",
         "./usr/share/doc/snapfs/snapfs.toml",
     ] {
         assert!(

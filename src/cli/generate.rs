@@ -77,8 +77,8 @@ their files, databases and mail are (\fBsnapfs\-run.timer\fR).
 .I /var/lib/snapfs/repository
 The default repository as root.
 .SH "SEE ALSO"
-\fBmount.snapfs\fR(8), \fI/usr/share/doc/snapfs/README.md\fR,
-\fI/usr/share/doc/snapfs/FORMAT.md\fR
+\fBmount.snapfs\fR(8), \fI/usr/share/doc/snapfs/README.md.gz\fR,
+\fI/usr/share/doc/snapfs/FORMAT.md.gz\fR
 "#;
 
 /// Completions into the existing folder `dir`: `snapfs.bash`, `_snapfs`

@@ -43,10 +43,12 @@ declare -A proof=(
     [postgresql-client]=pg_dump
     [mariadb-server]=/usr/sbin/mariadbd
     [mariadb-client]=mariadb-dump
+    [lintian]=lintian
+    [dpkg-dev]=dpkg-shlibdeps
 )
 missing=()
 for pkg in fuse3 openssh-server openssh-client attr fio util-linux \
-    postgresql postgresql-client mariadb-server mariadb-client; do
+    postgresql postgresql-client mariadb-server mariadb-client lintian dpkg-dev; do
     p=${proof[$pkg]}
     if { [[ $p == /* ]] && compgen -G "$p" >/dev/null; } || command -v "$p" >/dev/null 2>&1 \
         || dpkg -s "$pkg" >/dev/null 2>&1; then

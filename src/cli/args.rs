@@ -55,6 +55,7 @@ pub(super) enum Command {
         /// List subdirectories too.
         #[arg(short = 'R', long)]
         recursive: bool,
+        /// Choose the snapshot among this account's only.
         #[arg(long)]
         account: Option<String>,
     },
@@ -62,8 +63,10 @@ pub(super) enum Command {
     Restore {
         /// SNAPSHOT or SNAPSHOT:PATH
         snapshot: String,
+        /// The folder to restore into (created if missing).
         #[arg(long, short)]
         target: PathBuf,
+        /// Choose the snapshot among this account's only.
         #[arg(long)]
         account: Option<String>,
     },
@@ -93,6 +96,7 @@ pub(super) enum Command {
     },
     /// Remove stale locks (of dead processes); --all removes every lock.
     Unlock {
+        /// Remove every lock, also those of running processes.
         #[arg(long)]
         all: bool,
     },
@@ -102,6 +106,7 @@ pub(super) enum Command {
     /// without following links; nothing mounted there is not an error.
     #[command(alias = "umount")]
     Unmount {
+        /// Where the snapfs mount is.
         mountpoint: PathBuf,
         /// Detach a busy mount now; the kernel finishes when it is left.
         #[arg(long, short = 'z')]
@@ -131,13 +136,17 @@ pub(super) struct ForgetArgs {
     /// Keep snapshots younger than this relative to the newest (30d, 12h).
     #[arg(long, value_parser = crate::retention::parse_duration)]
     pub(super) keep_within: Option<chrono::Duration>,
-    #[arg(long)]
+    /// Keep the newest N snapshots.
+    #[arg(long, value_name = "N")]
     pub(super) keep_last: Option<u32>,
-    #[arg(long)]
+    /// Keep the newest snapshot of each of the last N days that have one.
+    #[arg(long, value_name = "N")]
     pub(super) keep_daily: Option<u32>,
-    #[arg(long)]
+    /// Keep the newest snapshot of each of the last N weeks that have one.
+    #[arg(long, value_name = "N")]
     pub(super) keep_weekly: Option<u32>,
-    #[arg(long)]
+    /// Keep the newest snapshot of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
     pub(super) keep_monthly: Option<u32>,
     /// Show what would be removed without removing.
     #[arg(long)]

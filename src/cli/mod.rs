@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+pub mod generate;
 mod run;
 
 use clap::Parser;

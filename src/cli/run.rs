@@ -12,6 +12,7 @@ use super::commands::parse_time;
 use super::{exit, warn_if_exposed};
 use crate::chunker::ChunkerParams;
 use crate::display::human_size;
+use crate::host::accounts::{self, Skip};
 use crate::host::config::{HostConfig, DEFAULT_PATH};
 use crate::repository::Repository;
 use crate::run::{self, metrics, AccountReport, RunAccount, RunOptions, Status};
@@ -19,7 +20,7 @@ use crate::run::{self, metrics, AccountReport, RunAccount, RunOptions, Status};
 pub(super) fn run(g: &Global, args: RunArgs) -> anyhow::Result<u8> {
     let config_path = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
     let config = HostConfig::load(&config_path)?;
-    let accounts = select(&config, &args.account)?;
+    let (accounts, refused) = select(&config, &args.account)?;
     let repo = open_or_create(&config)?;
     let opts = RunOptions {
         time: args.time.as_deref().map(parse_time).transpose()?,
@@ -42,7 +43,9 @@ pub(super) fn run(g: &Global, args: RunArgs) -> anyhow::Result<u8> {
             bar.inc(1);
         }
     };
-    let report = run::run(&repo, &config, &accounts, &opts, &done)?;
+    refused.iter().for_each(&done);
+    let mut report = run::run(&repo, &config, &accounts, &opts, &done)?;
+    report.accounts.extend(refused);
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -73,22 +76,41 @@ pub(super) fn run(g: &Global, args: RunArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// The accounts to back up: `--account`, else the configuration's `names`.
-fn select(config: &HostConfig, only: &[String]) -> anyhow::Result<Vec<RunAccount>> {
-    let names = if !only.is_empty() {
-        only.to_vec()
-    } else if let Some(names) = &config.accounts.names {
-        names.clone()
-    } else {
-        anyhow::bail!("[accounts] names is needed until accounts are read from passwd");
-    };
-    Ok(names
-        .into_iter()
-        .map(|name| RunAccount {
-            owner: crate::metadata::user_ids(&name).unwrap_or((0, 0)),
-            name,
+/// The accounts to back up ([`accounts::select`], `--account`), and the
+/// reports of those that cannot even be tried.
+///
+/// A user of the uid range without a files folder is no hosting account:
+/// skipped, with a note. A name the configuration lists is backed up
+/// whatever is missing: a home that vanished is then a failure of that
+/// account (its databases and mail still backed up), not a silent skip.
+fn select(
+    config: &HostConfig,
+    only: &[String],
+) -> anyhow::Result<(Vec<RunAccount>, Vec<AccountReport>)> {
+    let selection = accounts::select(config)?.restrict(only)?;
+    let listed = config.accounts.names.is_some();
+    let owner = |user: Option<&accounts::User>| user.map_or((0, 0), |u| (u.uid, u.gid));
+    let mut chosen: Vec<RunAccount> = selection
+        .accounts
+        .iter()
+        .map(|a| RunAccount {
+            name: a.name.clone(),
+            owner: owner(a.user.as_ref()),
         })
-        .collect())
+        .collect();
+    let mut refused = Vec::new();
+    for skipped in &selection.skipped {
+        match &skipped.why {
+            Skip::NoFolder(_) | Skip::Unknown(_) if listed => chosen.push(RunAccount {
+                name: skipped.name.clone(),
+                owner: owner(accounts::lookup(&skipped.name)?.as_ref()),
+            }),
+            Skip::BadName => refused.push(run::failed(&skipped.name, skipped.to_string())),
+            _ => eprintln!("snapfs: skipped {skipped}"),
+        }
+    }
+    chosen.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((chosen, refused))
 }
 
 fn open_or_create(config: &HostConfig) -> anyhow::Result<Repository> {

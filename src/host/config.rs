@@ -256,6 +256,52 @@ path = "/var/mail/{account}"
         );
     }
 
+    /// What the package installs as /etc/snapfs/snapfs.toml.
+    const SHIPPED: &str = include_str!("../../packaging/snapfs.toml");
+
+    #[test]
+    fn the_shipped_example_parses_and_backs_up_files_only() {
+        let config = HostConfig::parse(SHIPPED).unwrap();
+        assert_eq!(config.repository, Path::new("/var/lib/snapfs/repository"));
+        assert_eq!(config.accounts, AccountsConfig::default());
+        assert_eq!(config.files.path, FilesConfig::default().path);
+        assert!(config.postgresql.is_none() && config.mysql.is_none() && config.mail.is_none());
+        assert!(config.metrics_file.is_none());
+    }
+
+    /// Its commented-out settings (`#key`, `#[section]`; prose is `# `)
+    /// are valid too once switched on, and give the documented defaults.
+    #[test]
+    fn the_shipped_examples_commented_settings_parse_when_switched_on() {
+        let on: String = SHIPPED
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '[') => {
+                    rest
+                }
+                _ => line,
+            })
+            .flat_map(|line| [line, "\n"])
+            .collect();
+        let config = HostConfig::parse(&on).unwrap();
+        assert_eq!(config.accounts.names.as_ref().unwrap(), &["alice", "bob"]);
+        let pg = config.postgresql.unwrap();
+        assert_eq!(
+            (pg.host.as_str(), pg.port, pg.user.as_str(), pg.databases),
+            (
+                "/var/run/postgresql",
+                5432,
+                "postgres",
+                DatabaseSelection::Owner
+            )
+        );
+        let my = config.mysql.unwrap();
+        assert_eq!(my.socket, MysqlConfig::default_socket());
+        assert_eq!(my.databases, DatabaseSelection::Prefix);
+        assert_eq!(config.mail.unwrap().path, MailConfig::default_path());
+        assert!(config.metrics_file.is_some());
+    }
+
     #[test]
     fn sections_left_out_switch_their_data_off() {
         let config = HostConfig::parse("repository = \"/r\"\n").unwrap();

@@ -141,17 +141,10 @@ fn lock_ignoring_poison<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One account, never an `Err`: what went wrong is in the report.
-fn back_up(
-    repo: &Repository,
-    config: &HostConfig,
-    account: &RunAccount,
-    opts: &RunOptions,
-    lock: &Lock,
-) -> AccountReport {
-    let started = Instant::now();
-    let mut report = AccountReport {
-        account: account.name.clone(),
+/// The report of an account that could not be backed up at all.
+pub fn failed(account: &str, why: String) -> AccountReport {
+    AccountReport {
+        account: account.to_string(),
         status: Status::Failed,
         snapshot: None,
         files: 0,
@@ -163,8 +156,21 @@ fn back_up(
         bytes_stored: 0,
         duration_ms: 0,
         warnings: Vec::new(),
-        error: None,
-    };
+        error: Some(why),
+    }
+}
+
+/// One account, never an `Err`: what went wrong is in the report.
+fn back_up(
+    repo: &Repository,
+    config: &HostConfig,
+    account: &RunAccount,
+    opts: &RunOptions,
+    lock: &Lock,
+) -> AccountReport {
+    let started = Instant::now();
+    let mut report = failed(&account.name, String::new());
+    report.error = None;
     let sources = gather(config, account);
     if sources.files.is_none() && sources.mail.is_none() && sources.dumps.is_empty() {
         let why: Vec<String> = sources.failed.iter().map(describe_failure).collect();

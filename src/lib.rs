@@ -6,7 +6,9 @@
 //! Each layer uses only the ones below it:
 //!
 //! ```text
-//! cli ─┬─ backup restore check ls forget prune migrate mount (snapshot_fs → fuse)
+//! cli ─┬─ run (host: config, accounts)
+//!      │    |
+//!      ├─ backup restore check ls forget prune migrate mount (snapshot_fs → fuse)
 //!      │      \        |       |    |    |      |      /
 //!      │       snapshot (Snapshot records, Tree/Node, FileReader)
 //!      │                |
@@ -25,6 +27,12 @@
 //!   [`prune`], [`migrate`], [`mount`]) are one module each, named like the
 //!   command;
 //!   [`retention`] is `forget`'s policy as a pure function.
+//! - [`run`] is the nightly job of a hosting host: the accounts
+//!   [`host::accounts`] selects from the configuration ([`host::config`]),
+//!   `jobs` at a time under one lock and one index load, each into one
+//!   snapshot of `files/`, `mails/` and database dumps
+//!   (`backup::run_account`), with a report, an exit code and a metrics
+//!   file.
 //! - [`restore`] reaches its target only through descriptors, without
 //!   following links ([`restore::target`]): it runs as root inside folders
 //!   that tenants change while it runs.

@@ -4,7 +4,7 @@
 //! name order through [`crate::source::fs`] (descriptors only: it runs as
 //! root over trees that their owners change meanwhile) and cuts files into
 //! chunks; each chunk goes through a bounded queue to worker threads that
-//! hash, compress and pack it ([`pipeline`]); the walker keeps one result
+//! hash, compress and pack it (`pipeline`); the walker keeps one result
 //! slot per chunk and, at the end of each directory, collects the chunk ids
 //! in order and stores the directory's tree. Memory is bounded by the queue
 //! (a few chunks per worker) plus the trees on the walk's path.

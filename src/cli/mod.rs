@@ -1,5 +1,5 @@
-//! The command line: parse arguments ([`args`]), call the module of the
-//! same name ([`commands`]), print the result for people (or as JSON), and
+//! The command line: parse arguments (`args`), call the module of the
+//! same name (`commands`), print the result for people (or as JSON), and
 //! choose the exit code (here).
 
 mod args;

@@ -20,8 +20,8 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"SNAPFSSN";
 
 /// The snapshot record version this build writes, in the record's
 /// envelope (trees, index files and packs keep `encoding::FORMAT_VERSION`):
-/// - 1: [`SnapshotV1`];
-/// - 2: [`SnapshotV2`]: adds the backed-up folder's own metadata
+/// - 1: `SnapshotV1`;
+/// - 2: `SnapshotV2`: adds the backed-up folder's own metadata
 ///   ([`Snapshot::root`]; a mount shows a home that was 0700 as 0700, owned
 ///   by its user, instead of a folder anyone may list) and what each source
 ///   of a hosting account's snapshot gave ([`Snapshot::sources`]).

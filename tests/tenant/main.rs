@@ -15,6 +15,8 @@
 //! - `restore_race`: the tenant swaps folders of a restore target for
 //!   symlinks to a root-owned folder while root restores into it 20 times;
 //!   the root-owned folder stays byte-for-byte as it was.
+//! - `run_accounts`: `snapfs run` selects real users by uid range: each
+//!   with a home gets a snapshot of its own, one without is skipped.
 //! - `day_folders`: the day folders of 0700 and 0711 homes keep every other
 //!   user out of the mount.
 //! - `mount_links`: links planted at `~/admin` and `~/admin/backup` never
@@ -25,4 +27,5 @@ mod backup_race;
 mod day_folders;
 mod mount_links;
 mod restore_race;
+mod run_accounts;
 mod support;

@@ -43,7 +43,10 @@
 pub mod mariadb;
 pub mod postgres;
 
+// Each test binary uses a part of these.
+#[allow(unused_imports)]
 pub use mariadb::{mariadb, Mariadb};
+#[allow(unused_imports)]
 pub use postgres::{postgres, Postgres};
 
 use std::ffi::CString;

@@ -16,7 +16,8 @@
 //!   symlinks to a root-owned folder while root restores into it 20 times;
 //!   the root-owned folder stays byte-for-byte as it was.
 //! - `run_accounts`: `snapfs run` selects real users by uid range: each
-//!   with a home gets a snapshot of its own, one without is skipped.
+//!   with a home gets a snapshot of its own, one without is skipped; each
+//!   user reads their own database dump through the mount, never another's.
 //! - `day_folders`: the day folders of 0700 and 0711 homes keep every other
 //!   user out of the mount.
 //! - `mount_links`: links planted at `~/admin` and `~/admin/backup` never
@@ -28,4 +29,6 @@ mod day_folders;
 mod mount_links;
 mod restore_race;
 mod run_accounts;
+#[path = "../servers/mod.rs"]
+mod servers;
 mod support;

@@ -80,3 +80,106 @@ fn the_uid_range_backs_up_every_user_with_a_home() {
         assert_eq!(snapshots.as_array().unwrap().len(), 1);
     }
 }
+
+/// The nightly picture end to end: `snapfs run` with a real PostgreSQL,
+/// one mount per account as deployed, and each user reading their own
+/// dump through it (which loads back to the same rows), never another's.
+#[test]
+fn each_user_reads_their_own_dump_through_the_mount_and_no_other() {
+    let test = "each_user_reads_their_own_dump_through_the_mount_and_no_other";
+    if !fuse_available(test) {
+        return;
+    }
+    let Some(pg) = crate::servers::postgres(test) else {
+        return;
+    };
+    let users: Vec<TenantUser> = ["snapfs-dump-a", "snapfs-dump-b"]
+        .iter()
+        .map(|n| TenantUser::create(n))
+        .collect();
+    let tmp = shared_tempdir();
+    for user in &users {
+        let home = tmp.path().join("home").join(&user.name);
+        fs::create_dir_all(&home).unwrap();
+        user.give(&home);
+        let role = crate::servers::postgres::ident(&user.name);
+        pg.sql(
+            "postgres",
+            &format!("CREATE ROLE {role}; CREATE DATABASE {role} OWNER {role}"),
+        );
+        pg.sql(
+            &user.name,
+            &format!(
+                "SET ROLE {role}; CREATE TABLE t (id int, v text);
+                 INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 300) g;"
+            ),
+        );
+    }
+    let config = tmp.path().join("snapfs.toml");
+    let names: Vec<String> = users.iter().map(|u| format!("\"{}\"", u.name)).collect();
+    fs::write(
+        &config,
+        format!(
+            "repository = \"{root}/repo\"\n[accounts]\nnames = [{names}]\n\
+             [files]\npath = \"{root}/home/{{account}}\"\n{pg}",
+            root = tmp.path().display(),
+            names = names.join(", "),
+            pg = pg.toml("owner"),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(SNAPFS)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    let mut mounts = Vec::new();
+    for user in &users {
+        let at = tmp.path().join("mnt").join(&user.name);
+        run(Command::new(SNAPFS)
+            .arg("--repo")
+            .arg(tmp.path().join("repo"))
+            .args(["mount", "--daemon", "--allow-other", "--mkdir", "--account"])
+            .arg(&user.name)
+            .arg(&at));
+        mounts.push(Unmount(at));
+    }
+    let dump_of = |owner: &TenantUser| {
+        tmp.path()
+            .join("mnt")
+            .join(&owner.name)
+            .join("latest/postgresql")
+            .join(format!("{}.sql", owner.name))
+    };
+    for (user, other) in [(&users[0], &users[1]), (&users[1], &users[0])] {
+        // Their own: readable through the mount, and it loads back.
+        let own = user.command("cat").arg(dump_of(user)).output().unwrap();
+        assert!(own.status.success(), "{own:?}");
+        let copy = format!("{}_copy", user.name.replace('-', "_"));
+        pg.sql("postgres", &format!("CREATE DATABASE {copy}"));
+        pg.load(&copy, &own.stdout);
+        let sum = "SELECT count(*) || ':' || md5(string_agg(t::text, ',' ORDER BY id)) FROM t";
+        assert_eq!(pg.sql(&copy, sum), pg.sql(&user.name, sum));
+        // Another's: refused.
+        let theirs = user.command("cat").arg(dump_of(other)).output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&theirs.stderr).contains("Permission denied"),
+            "{} read {}'s dump: {theirs:?}",
+            user.name,
+            other.name
+        );
+    }
+}
+
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new(SNAPFS)
+            .args(["unmount", "--lazy"])
+            .arg(&self.0)
+            .output();
+    }
+}

@@ -225,25 +225,6 @@ fn lookup_group(gid: u32) -> Option<String> {
     )
 }
 
-/// The uid and gid of user `name`, if there is one.
-pub fn user_ids(name: &str) -> Option<(u32, u32)> {
-    let name = std::ffi::CString::new(name).ok()?;
-    let mut buf = vec![0 as libc::c_char; 16384];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the call; the ids are copied out.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
-}
-
 /// The name of the user running this process, for the default account.
 pub fn current_user() -> String {
     lookup_user(unsafe { libc::geteuid() })

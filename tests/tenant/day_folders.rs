@@ -2,7 +2,7 @@
 //! the backed-up folder's own owner and mode, and with `--allow-other`
 //! the kernel keeps every other user out.
 
-use crate::support::{fuse_available, shared_tempdir, TenantUser as User};
+use crate::support::{fuse_available, shared_tempdir, TenantUser as User, Unmount};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -133,16 +133,5 @@ fn another_user_can_neither_list_nor_read_a_private_homes_days() {
             .output()
             .unwrap());
         assert_eq!(cat.stdout, b"private notes");
-    }
-}
-
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new(SNAPFS)
-            .args(["unmount", "--lazy"])
-            .arg(&self.0)
-            .output();
     }
 }

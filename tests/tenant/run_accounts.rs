@@ -172,14 +172,3 @@ fn each_user_reads_their_own_dump_through_the_mount_and_no_other() {
         );
     }
 }
-
-struct Unmount(std::path::PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new(SNAPFS)
-            .args(["unmount", "--lazy"])
-            .arg(&self.0)
-            .output();
-    }
-}

@@ -244,3 +244,15 @@ pub fn race(mut round: impl FnMut()) {
     }
     println!("racer: {rounds} rounds");
 }
+
+/// A snapfs mount for the length of a test, unmounted (lazily) on drop.
+pub struct Unmount(pub PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new(SNAPFS)
+            .args(["unmount", "--lazy"])
+            .arg(&self.0)
+            .output();
+    }
+}

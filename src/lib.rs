@@ -58,7 +58,7 @@
 //!
 //! snapshot file → root tree → trees along the path → file node's chunk ids →
 //! index lookup (pack, offset, length) → ranged read of the pack (past the
-//! page cache for large blobs: `repository::direct_read`) → zstd → BLAKE3
+//! page cache for large blobs: `repository::backend::direct_read`) → zstd → BLAKE3
 //! verified against the id → [`chunk_cache::ChunkCache`] (mount).
 //!
 //! # Mount data flow

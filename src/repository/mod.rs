@@ -9,7 +9,7 @@
 
 pub mod backend;
 pub mod config;
-mod direct_read;
+
 pub mod encoding;
 mod golden;
 pub mod index;

@@ -1,11 +1,5 @@
-//! Where repository files live. The repository above this layer sees named,
-//! immutable files of a few types; it never sees paths.
-//!
-//! Every backend keeps one contract (checked by `backend_contract` below for
-//! each implementation): `write` is atomic — a reader sees the whole file or
-//! nothing, also after a crash — and durable when it returns; `read_range`
-//! returns exactly the bytes asked for or an error; `list` never shows a file
-//! that is still being written; `remove` of a missing file succeeds.
+//! A repository in a local folder: atomic writes by rename, private modes,
+//! large ranges read past the page cache ([`super::direct_read`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -16,99 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::direct_read::{self, DirectRead};
+use super::{folder_of, Backend, FileType};
 use crate::error::{Error, IoContext, Result};
 
 /// Ranges at least this long are read past the page cache: a chunk of a
 /// large file (chunks average 1 MiB), not the small chunks of small files.
 const DIRECT_READ_MIN: u64 = 128 * 1024;
-
-/// The kinds of repository files, each in its own folder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FileType {
-    Config,
-    Pack,
-    Index,
-    Snapshot,
-    Lock,
-}
-
-impl FileType {
-    pub fn describe(self) -> &'static str {
-        match self {
-            FileType::Config => "config",
-            FileType::Pack => "pack",
-            FileType::Index => "index",
-            FileType::Snapshot => "snapshot",
-            FileType::Lock => "lock",
-        }
-    }
-}
-
-pub trait Backend: Send + Sync {
-    /// Where the repository is, for messages.
-    fn location(&self) -> String;
-    /// Create the folder structure of an empty repository.
-    fn create(&self) -> Result<()>;
-    /// Atomically create or replace `name`, durable when this returns.
-    fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()>;
-    fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>>;
-    /// Exactly `length` bytes at `offset`; a short file is an error.
-    fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        let range = self.read_range_within(kind, name, offset, length, &mut buf)?;
-        buf.truncate(range.end);
-        buf.drain(..range.start);
-        Ok(buf)
-    }
-    /// `length` bytes at `offset` somewhere in `buf` (whose contents are
-    /// replaced, its allocation reused: the mount reads every chunk this
-    /// way); returns where. A short file is an error. A backend may read
-    /// more around the bytes: the local one reads large ranges as whole
-    /// disk blocks, past the page cache (see `direct_read`).
-    fn read_range_within(
-        &self,
-        kind: FileType,
-        name: &str,
-        offset: u64,
-        length: u64,
-        buf: &mut Vec<u8>,
-    ) -> Result<Range<usize>>;
-    fn size(&self, kind: FileType, name: &str) -> Result<u64>;
-    /// Names and sizes of the complete files of one kind, in no given order.
-    /// Snapshot files may sit one folder deep; their names are then
-    /// `folder/file`.
-    fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>>;
-    /// The files of `list` in one folder (`""`: those in no folder), named
-    /// as `list` names them, without listing the others: a mount of one
-    /// account lists its folder every few seconds.
-    fn list_folder(&self, kind: FileType, folder: &str) -> Result<Vec<(String, u64)>>;
-    /// Remove a file; a file that is already gone is not an error.
-    fn remove(&self, kind: FileType, name: &str) -> Result<()>;
-    /// Atomically move file `from` to `to` (another folder, say), replacing
-    /// `to`; durable when this returns.
-    fn rename(&self, kind: FileType, from: &str, to: &str) -> Result<()>;
-    fn exists(&self, kind: FileType, name: &str) -> Result<bool>;
-    /// Remove temporary files left by interrupted writes; only safe while
-    /// no other process writes (prune holds the exclusive lock). Returns
-    /// how many were removed.
-    fn remove_temporary(&self) -> Result<u64>;
-    /// Why other users could read the repository, if they could: it holds
-    /// every account's data in clear.
-    fn exposure(&self) -> Option<String> {
-        None
-    }
-}
-
-/// The folder part of a file name as `Backend::list` gives it (`""` for a
-/// file in no folder).
-pub fn folder_of(name: &str) -> &str {
-    name.rsplit_once('/').map_or("", |(folder, _)| folder)
-}
-
-/// The file part of a name as `Backend::list` gives it.
-pub fn file_of(name: &str) -> &str {
-    name.rsplit_once('/').map_or(name, |(_, file)| file)
-}
 
 /// A repository in a local folder (or anything mounted like one).
 ///
@@ -530,71 +437,8 @@ impl Backend for LocalBackend {
 
 #[cfg(test)]
 mod tests {
+    use super::super::contract::backend_contract;
     use super::*;
-
-    /// The contract every backend must keep.
-    pub fn backend_contract(backend: &dyn Backend) {
-        backend.create().unwrap();
-        let name = "ab".to_string() + &"0".repeat(62);
-        backend
-            .write(FileType::Pack, &name, b"hello world")
-            .unwrap();
-        assert_eq!(backend.read(FileType::Pack, &name).unwrap(), b"hello world");
-        assert_eq!(
-            backend.read_range(FileType::Pack, &name, 6, 5).unwrap(),
-            b"world"
-        );
-        assert!(matches!(
-            backend.read_range(FileType::Pack, &name, 6, 50),
-            Err(Error::Corrupt { .. })
-        ));
-        assert_eq!(backend.size(FileType::Pack, &name).unwrap(), 11);
-        assert_eq!(
-            backend.list(FileType::Pack).unwrap(),
-            vec![(name.clone(), 11)]
-        );
-        // Ranges within a buffer, small and large (past the page cache for
-        // the local backend), at odd offsets; missing files and short
-        // files are told apart.
-        let big_name = "cd".to_string() + &"0".repeat(62);
-        let big: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
-        backend.write(FileType::Pack, &big_name, &big).unwrap();
-        let mut buf = Vec::new();
-        for (offset, length) in [(3, 10), (5_000, 300_001), (0, 700_000), (699_990, 10)] {
-            let range = backend
-                .read_range_within(FileType::Pack, &big_name, offset, length, &mut buf)
-                .unwrap();
-            let want = &big[offset as usize..(offset + length) as usize];
-            assert_eq!(&buf[range], want, "{offset}+{length}");
-        }
-        assert!(matches!(
-            backend.read_range_within(FileType::Pack, &big_name, 600_000, 200_000, &mut buf),
-            Err(Error::Corrupt { .. })
-        ));
-        assert!(matches!(
-            backend.read_range_within(
-                FileType::Pack,
-                &name.replace('0', "1"),
-                0,
-                200_000,
-                &mut buf
-            ),
-            Err(Error::NotFound(_))
-        ));
-        backend.remove(FileType::Pack, &big_name).unwrap();
-        // Replacing is atomic too.
-        backend.write(FileType::Snapshot, "s1", b"one").unwrap();
-        backend.write(FileType::Snapshot, "s1", b"two").unwrap();
-        assert_eq!(backend.read(FileType::Snapshot, "s1").unwrap(), b"two");
-        assert!(matches!(
-            backend.read(FileType::Index, "nope"),
-            Err(Error::NotFound(_))
-        ));
-        backend.remove(FileType::Pack, &name).unwrap();
-        backend.remove(FileType::Pack, &name).unwrap();
-        assert!(backend.list(FileType::Pack).unwrap().is_empty());
-        assert!(!backend.exists(FileType::Pack, &name).unwrap());
-    }
 
     #[test]
     fn local_backend_keeps_the_contract() {

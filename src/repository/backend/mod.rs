@@ -1,0 +1,111 @@
+//! Where repository files live. The repository above this layer sees named,
+//! immutable files of a few types; it never sees paths.
+//!
+//! Every backend keeps one contract (checked by `backend_contract` below for
+//! each implementation): `write` is atomic — a reader sees the whole file or
+//! nothing, also after a crash — and durable when it returns; `read_range`
+//! returns exactly the bytes asked for or an error; `list` never shows a file
+//! that is still being written; `remove` of a missing file succeeds.
+//!
+//! [`local`] is a folder on a local (or mounted) file system; a backend
+//! stores and lists opaque names only: which file is what is the
+//! repository's business.
+
+mod direct_read;
+pub mod local;
+
+use std::ops::Range;
+
+use crate::error::Result;
+pub use local::{sync_dir, write_atomic, write_atomic_mode, LocalBackend};
+
+/// The kinds of repository files, each in its own folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileType {
+    Config,
+    Pack,
+    Index,
+    Snapshot,
+    Lock,
+}
+
+impl FileType {
+    pub fn describe(self) -> &'static str {
+        match self {
+            FileType::Config => "config",
+            FileType::Pack => "pack",
+            FileType::Index => "index",
+            FileType::Snapshot => "snapshot",
+            FileType::Lock => "lock",
+        }
+    }
+}
+
+pub trait Backend: Send + Sync {
+    /// Where the repository is, for messages.
+    fn location(&self) -> String;
+    /// Create the folder structure of an empty repository.
+    fn create(&self) -> Result<()>;
+    /// Atomically create or replace `name`, durable when this returns.
+    fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()>;
+    fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>>;
+    /// Exactly `length` bytes at `offset`; a short file is an error.
+    fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        let range = self.read_range_within(kind, name, offset, length, &mut buf)?;
+        buf.truncate(range.end);
+        buf.drain(..range.start);
+        Ok(buf)
+    }
+    /// `length` bytes at `offset` somewhere in `buf` (whose contents are
+    /// replaced, its allocation reused: the mount reads every chunk this
+    /// way); returns where. A short file is an error. A backend may read
+    /// more around the bytes: the local one reads large ranges as whole
+    /// disk blocks, past the page cache (see `direct_read`).
+    fn read_range_within(
+        &self,
+        kind: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<Range<usize>>;
+    fn size(&self, kind: FileType, name: &str) -> Result<u64>;
+    /// Names and sizes of the complete files of one kind, in no given order.
+    /// Snapshot files may sit one folder deep; their names are then
+    /// `folder/file`.
+    fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>>;
+    /// The files of `list` in one folder (`""`: those in no folder), named
+    /// as `list` names them, without listing the others: a mount of one
+    /// account lists its folder every few seconds.
+    fn list_folder(&self, kind: FileType, folder: &str) -> Result<Vec<(String, u64)>>;
+    /// Remove a file; a file that is already gone is not an error.
+    fn remove(&self, kind: FileType, name: &str) -> Result<()>;
+    /// Atomically move file `from` to `to` (another folder, say), replacing
+    /// `to`; durable when this returns.
+    fn rename(&self, kind: FileType, from: &str, to: &str) -> Result<()>;
+    fn exists(&self, kind: FileType, name: &str) -> Result<bool>;
+    /// Remove temporary files left by interrupted writes; only safe while
+    /// no other process writes (prune holds the exclusive lock). Returns
+    /// how many were removed.
+    fn remove_temporary(&self) -> Result<u64>;
+    /// Why other users could read the repository, if they could: it holds
+    /// every account's data in clear.
+    fn exposure(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The folder part of a file name as `Backend::list` gives it (`""` for a
+/// file in no folder).
+pub fn folder_of(name: &str) -> &str {
+    name.rsplit_once('/').map_or("", |(folder, _)| folder)
+}
+
+/// The file part of a name as `Backend::list` gives it.
+pub fn file_of(name: &str) -> &str {
+    name.rsplit_once('/').map_or(name, |(_, file)| file)
+}
+
+#[cfg(test)]
+pub mod contract;

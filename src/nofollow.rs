@@ -127,26 +127,39 @@ fn walk(what: &str, path: &Path, beyond: &Path, missing: Missing, last: OFlags) 
 /// Make folder `name` in `parent`; one made meanwhile by someone else is
 /// fine (the caller opens it without following links either way).
 pub fn make_folder(parent: BorrowedFd, name: &OsStr, missing: Missing) -> rustix::io::Result<()> {
-    let mode = match missing {
-        Missing::MakeLikeParent => 0o755,
-        _ => 0o777,
-    };
-    match rfs::mkdirat(parent, name, Mode::from_raw_mode(mode)) {
+    if missing == Missing::MakeLikeParent {
+        let owner = rfs::fstat(parent)?;
+        return make_folder_owned(parent, name, owner.st_uid, owner.st_gid);
+    }
+    match rfs::mkdirat(parent, name, Mode::from_raw_mode(0o777)) {
+        Ok(()) | Err(Errno::EXIST) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Make folder `name` in `parent`, 0755 (less the umask), and give it to
+/// `uid:gid`. One that exists already is left as it is, owner included.
+pub fn make_folder_owned(
+    parent: BorrowedFd,
+    name: &OsStr,
+    uid: u32,
+    gid: u32,
+) -> rustix::io::Result<()> {
+    match rfs::mkdirat(parent, name, Mode::from_raw_mode(0o755)) {
         Ok(()) => {}
         Err(Errno::EXIST) => return Ok(()),
         Err(e) => return Err(e),
     }
-    if missing != Missing::MakeLikeParent {
-        return Ok(());
-    }
-    let owner = rfs::fstat(parent)?;
     // Opened without following: a link raced into its place fails here.
     let made = rfs::openat(parent, name, DIR_FLAGS, Mode::empty())?;
-    match rfs::fchown(
-        &made,
-        Some(Uid::from_raw(owner.st_uid)),
-        Some(Gid::from_raw(owner.st_gid)),
-    ) {
+    // Only a folder of ours: the tenant who owns `parent` may have swapped
+    // in, meanwhile, a folder of someone else's that they can move, and
+    // chown would hand it to them.
+    let stat = rfs::fstat(&made)?;
+    if stat.st_uid != rustix::process::geteuid().as_raw() {
+        return Ok(());
+    }
+    match rfs::fchown(&made, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))) {
         // Not root: the folder is ours, which is all we may make it.
         Err(Errno::PERM) => Ok(()),
         other => other,

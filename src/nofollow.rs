@@ -56,7 +56,30 @@ pub enum Missing {
 /// only to pass through with `SEARCH_FLAGS`), refusing a link anywhere on
 /// it. `what` names the path in messages ("restore target").
 pub fn open_folder(what: &str, path: &Path, missing: Missing, last: OFlags) -> Result<OwnedFd> {
-    walk(what, path, Path::new(""), missing, last)
+    walk(what, path, Path::new(""), missing, last, &no_guard)
+}
+
+/// A check of each folder before a name is looked up in it (given the
+/// folder and its path), for callers that must not look names up in some
+/// file systems (`mount::mountpoint::refuse_fuse`).
+pub type Guard<'g> = &'g dyn Fn(BorrowedFd, &Path) -> Result<()>;
+
+fn no_guard(_: BorrowedFd, _: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// `open_folder`, with `guard` passing every folder on the way before a
+/// name is looked up in it, and the folder opened last too (the caller
+/// looks names up in it).
+pub fn open_folder_guarded(
+    what: &str,
+    path: &Path,
+    missing: Missing,
+    guard: Guard,
+) -> Result<OwnedFd> {
+    let fd = walk(what, path, Path::new(""), missing, SEARCH_FLAGS, guard)?;
+    guard(fd.as_fd(), path)?;
+    Ok(fd)
 }
 
 /// Open the folder that holds `path`'s last name (to pass through), and
@@ -68,9 +91,21 @@ pub fn open_parent<'a>(
     path: &'a Path,
     missing: Missing,
 ) -> Result<(OwnedFd, &'a OsStr)> {
+    open_parent_guarded(what, path, missing, &no_guard)
+}
+
+/// `open_parent`, with `guard` passing every folder on the way, the one
+/// returned included, before a name is looked up in it.
+pub fn open_parent_guarded<'a>(
+    what: &str,
+    path: &'a Path,
+    missing: Missing,
+    guard: Guard,
+) -> Result<(OwnedFd, &'a OsStr)> {
     match (path.parent(), path.file_name()) {
         (Some(parent), Some(name)) => {
-            let fd = walk(what, parent, Path::new(name), missing, SEARCH_FLAGS)?;
+            let fd = walk(what, parent, Path::new(name), missing, SEARCH_FLAGS, guard)?;
+            guard(fd.as_fd(), parent)?;
             Ok((fd, name))
         }
         _ => Err(Error::Invalid(format!(
@@ -82,7 +117,14 @@ pub fn open_parent<'a>(
 
 /// `open_folder` of `path`, in messages a folder on the way to
 /// `path/beyond`.
-fn walk(what: &str, path: &Path, beyond: &Path, missing: Missing, last: OFlags) -> Result<OwnedFd> {
+fn walk(
+    what: &str,
+    path: &Path,
+    beyond: &Path,
+    missing: Missing,
+    last: OFlags,
+    guard: Guard,
+) -> Result<OwnedFd> {
     let components: Vec<Component> = path.components().collect();
     let steps: Vec<(usize, &OsStr)> = components
         .iter()
@@ -103,6 +145,7 @@ fn walk(what: &str, path: &Path, beyond: &Path, missing: Missing, last: OFlags) 
         .map_err(|e| Error::io(start, e.into()))?;
     for (k, &(i, name)) in steps.iter().enumerate() {
         let flags = flags(k + 1 == steps.len());
+        guard(fd.as_fd(), &walked)?;
         walked.push(name);
         let opened = match rfs::openat(&fd, name, flags, Mode::empty()) {
             Err(Errno::NOENT) if missing != Missing::Refuse => {

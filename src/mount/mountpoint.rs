@@ -69,7 +69,8 @@ impl MountPoint {
         } else {
             Missing::Refuse
         };
-        let (parent, name) = nofollow::open_parent("mount point", &path, missing)?;
+        let guard = fuse_guard();
+        let (parent, name) = nofollow::open_parent_guarded("mount point", &path, missing, &guard)?;
         let name = name.to_os_string();
         Ok(MountPoint {
             name: name.as_bytes().to_vec(),
@@ -256,6 +257,40 @@ pub fn mount_id(fd: BorrowedFd) -> Result<u64> {
         .find_map(|l| l.strip_prefix("mnt_id:"))
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| Error::Invalid(format!("{path} has no mnt_id")))
+}
+
+/// A [`nofollow::Guard`] that refuses to look a name up in a folder of a
+/// FUSE file system. Its daemon answers that lookup, and a user may mount
+/// one over a folder they own (`fusermount3`, with /dev/fuse 0666 as
+/// Debian has it) whose daemon never answers: root's lookup would wait
+/// forever, and with it every other account's mount or bind. Only the
+/// mount's id is read for each folder (no request reaches any file
+/// system); mountinfo only when the walk enters another mount.
+pub fn fuse_guard() -> impl Fn(BorrowedFd, &Path) -> Result<()> {
+    // The root file system's mount, checked once per process: it is never
+    // unmounted, so its id is never another's.
+    static ROOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let passed = std::cell::Cell::new(None);
+    move |fd: BorrowedFd, path: &Path| {
+        let id = mount_id(fd)?;
+        if passed.get() == Some(id) || ROOT.get() == Some(&id) {
+            return Ok(());
+        }
+        let fstype = fstype_of(id)?.unwrap_or_default();
+        if fstype == "fuse" || fstype == "fuseblk" || fstype.starts_with("fuse.") {
+            return Err(Error::Invalid(format!(
+                "{} is on a {fstype} mount: snapfs looks no names up in a FUSE file system \
+                 on its way (its daemon answers, and one a user mounted could keep root \
+                 waiting forever)",
+                path.display()
+            )));
+        }
+        if path == Path::new("/") {
+            let _ = ROOT.set(id);
+        }
+        passed.set(Some(id));
+        Ok(())
+    }
 }
 
 /// One line of `/proc/self/mountinfo` (proc(5)), its paths unescaped.

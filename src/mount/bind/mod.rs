@@ -8,10 +8,12 @@
 //! moment, so, as for a mount point ([`super::mountpoint`]):
 //!
 //! - The home is opened from `/` one name at a time without following a
-//!   link ([`crate::nofollow`]); a missing home is skipped
-//!   ([`Bound::NoHome`]), never created. It must belong to the account's
-//!   user or to root (a chrooted SFTP home is root's): a home of someone
-//!   else's means the template or the account is wrong.
+//!   link ([`crate::nofollow`]), and no name on the way to the target is
+//!   looked up in a FUSE mount ([`mountpoint::fuse_guard`]: a user can
+//!   mount one over `~/admin` whose daemon never answers); a missing home
+//!   is skipped ([`Bound::NoHome`]), never created. It must belong to the
+//!   account's user or to root (a chrooted SFTP home is root's): a home of
+//!   someone else's means the template or the account is wrong.
 //! - Below the home, each folder is opened with `O_NOFOLLOW` from the one
 //!   before; missing ones are made 0755 and given to the account's user,
 //!   passed in as [`Owner`]. Not "like the parent" (`Missing::MakeLikeParent`):
@@ -22,7 +24,7 @@
 //!   Anything else is refused with its path; the caller goes on with the
 //!   other accounts.
 //! - The bind is made from the source's descriptor onto the target's
-//!   ([`attach`]), read-only, nosuid, nodev, noexec and private, then the
+//!   (`attach`), read-only, nosuid, nodev, noexec and private, then the
 //!   path is walked again from the home: it must lead to the new mount,
 //!   whose mountinfo line must show those flags; otherwise the bind is
 //!   taken back through its own descriptor.
@@ -180,7 +182,8 @@ fn bind_with(
     check_namespace()?;
     let home_path = template.home(account)?;
     let target_path = template.target(account)?;
-    let home = match nofollow::open_folder("home", &home_path, Missing::Refuse, SEARCH_FLAGS) {
+    let guard = mountpoint::fuse_guard();
+    let home = match nofollow::open_folder_guarded("home", &home_path, Missing::Refuse, &guard) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Bound::NoHome),
         other => other?,
     };
@@ -355,7 +358,9 @@ struct Target {
 
 impl Target {
     /// Open the folders from the home down to the target's folder, one at
-    /// a time without following links; with `owner`, make missing ones.
+    /// a time without following links and never looking a name up in a
+    /// FUSE mount ([`mountpoint::fuse_guard`]: a user can mount one at
+    /// `~/admin`); with `owner`, make missing ones.
     fn open(
         home: &OwnedFd,
         home_path: &Path,
@@ -365,9 +370,12 @@ impl Target {
         let mut names: Vec<&OsStr> = below.iter().collect();
         let name = names.pop().expect("a template goes on below the home");
         let mut path = home_path.to_path_buf();
+        let guard = mountpoint::fuse_guard();
+        guard(home.as_fd(), &path)?;
         let mut fd = rustix::fs::openat(home, ".", SEARCH_FLAGS, Mode::empty())
             .map_err(|e| Error::io(&path, e.into()))?;
         for folder in names {
+            guard(fd.as_fd(), &path)?;
             let open = |fd: &OwnedFd| rustix::fs::openat(fd, folder, SEARCH_FLAGS, Mode::empty());
             let opened = match (open(&fd), owner) {
                 (Err(Errno::NOENT), Some(o)) => {
@@ -383,6 +391,7 @@ impl Target {
                 Err(e) => return Err(Error::io(&path, e.into())),
             };
         }
+        guard(fd.as_fd(), &path)?;
         path.push(name);
         Ok(Target {
             parent: fd,

@@ -56,7 +56,30 @@ pub enum Missing {
 /// only to pass through with `SEARCH_FLAGS`), refusing a link anywhere on
 /// it. `what` names the path in messages ("restore target").
 pub fn open_folder(what: &str, path: &Path, missing: Missing, last: OFlags) -> Result<OwnedFd> {
-    walk(what, path, Path::new(""), missing, last)
+    walk(what, path, Path::new(""), missing, last, &no_guard)
+}
+
+/// A check of each folder before a name is looked up in it (given the
+/// folder and its path), for callers that must not look names up in some
+/// file systems (`mount::mountpoint::refuse_fuse`).
+pub type Guard<'g> = &'g dyn Fn(BorrowedFd, &Path) -> Result<()>;
+
+fn no_guard(_: BorrowedFd, _: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// `open_folder`, with `guard` passing every folder on the way before a
+/// name is looked up in it, and the folder opened last too (the caller
+/// looks names up in it).
+pub fn open_folder_guarded(
+    what: &str,
+    path: &Path,
+    missing: Missing,
+    guard: Guard,
+) -> Result<OwnedFd> {
+    let fd = walk(what, path, Path::new(""), missing, SEARCH_FLAGS, guard)?;
+    guard(fd.as_fd(), path)?;
+    Ok(fd)
 }
 
 /// Open the folder that holds `path`'s last name (to pass through), and
@@ -68,9 +91,21 @@ pub fn open_parent<'a>(
     path: &'a Path,
     missing: Missing,
 ) -> Result<(OwnedFd, &'a OsStr)> {
+    open_parent_guarded(what, path, missing, &no_guard)
+}
+
+/// `open_parent`, with `guard` passing every folder on the way, the one
+/// returned included, before a name is looked up in it.
+pub fn open_parent_guarded<'a>(
+    what: &str,
+    path: &'a Path,
+    missing: Missing,
+    guard: Guard,
+) -> Result<(OwnedFd, &'a OsStr)> {
     match (path.parent(), path.file_name()) {
         (Some(parent), Some(name)) => {
-            let fd = walk(what, parent, Path::new(name), missing, SEARCH_FLAGS)?;
+            let fd = walk(what, parent, Path::new(name), missing, SEARCH_FLAGS, guard)?;
+            guard(fd.as_fd(), parent)?;
             Ok((fd, name))
         }
         _ => Err(Error::Invalid(format!(
@@ -82,7 +117,14 @@ pub fn open_parent<'a>(
 
 /// `open_folder` of `path`, in messages a folder on the way to
 /// `path/beyond`.
-fn walk(what: &str, path: &Path, beyond: &Path, missing: Missing, last: OFlags) -> Result<OwnedFd> {
+fn walk(
+    what: &str,
+    path: &Path,
+    beyond: &Path,
+    missing: Missing,
+    last: OFlags,
+    guard: Guard,
+) -> Result<OwnedFd> {
     let components: Vec<Component> = path.components().collect();
     let steps: Vec<(usize, &OsStr)> = components
         .iter()
@@ -103,6 +145,7 @@ fn walk(what: &str, path: &Path, beyond: &Path, missing: Missing, last: OFlags) 
         .map_err(|e| Error::io(start, e.into()))?;
     for (k, &(i, name)) in steps.iter().enumerate() {
         let flags = flags(k + 1 == steps.len());
+        guard(fd.as_fd(), &walked)?;
         walked.push(name);
         let opened = match rfs::openat(&fd, name, flags, Mode::empty()) {
             Err(Errno::NOENT) if missing != Missing::Refuse => {
@@ -127,26 +170,39 @@ fn walk(what: &str, path: &Path, beyond: &Path, missing: Missing, last: OFlags) 
 /// Make folder `name` in `parent`; one made meanwhile by someone else is
 /// fine (the caller opens it without following links either way).
 pub fn make_folder(parent: BorrowedFd, name: &OsStr, missing: Missing) -> rustix::io::Result<()> {
-    let mode = match missing {
-        Missing::MakeLikeParent => 0o755,
-        _ => 0o777,
-    };
-    match rfs::mkdirat(parent, name, Mode::from_raw_mode(mode)) {
+    if missing == Missing::MakeLikeParent {
+        let owner = rfs::fstat(parent)?;
+        return make_folder_owned(parent, name, owner.st_uid, owner.st_gid);
+    }
+    match rfs::mkdirat(parent, name, Mode::from_raw_mode(0o777)) {
+        Ok(()) | Err(Errno::EXIST) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Make folder `name` in `parent`, 0755 (less the umask), and give it to
+/// `uid:gid`. One that exists already is left as it is, owner included.
+pub fn make_folder_owned(
+    parent: BorrowedFd,
+    name: &OsStr,
+    uid: u32,
+    gid: u32,
+) -> rustix::io::Result<()> {
+    match rfs::mkdirat(parent, name, Mode::from_raw_mode(0o755)) {
         Ok(()) => {}
         Err(Errno::EXIST) => return Ok(()),
         Err(e) => return Err(e),
     }
-    if missing != Missing::MakeLikeParent {
-        return Ok(());
-    }
-    let owner = rfs::fstat(parent)?;
     // Opened without following: a link raced into its place fails here.
     let made = rfs::openat(parent, name, DIR_FLAGS, Mode::empty())?;
-    match rfs::fchown(
-        &made,
-        Some(Uid::from_raw(owner.st_uid)),
-        Some(Gid::from_raw(owner.st_gid)),
-    ) {
+    // Only a folder of ours: the tenant who owns `parent` may have swapped
+    // in, meanwhile, a folder of someone else's that they can move, and
+    // chown would hand it to them.
+    let stat = rfs::fstat(&made)?;
+    if stat.st_uid != rustix::process::geteuid().as_raw() {
+        return Ok(());
+    }
+    match rfs::fchown(&made, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))) {
         // Not root: the folder is ours, which is all we may make it.
         Err(Errno::PERM) => Ok(()),
         other => other,

@@ -19,8 +19,13 @@
 use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "sshd/mod.rs"]
+mod sshd;
+
+use sshd::{shared_tempdir, Sshd};
 
 const SNAPFS: &str = env!("CARGO_BIN_EXE_snapfs");
 
@@ -550,152 +555,8 @@ fn a_flipped_byte_in_a_pack_is_eio_for_that_file_only() {
 
 // ---- SFTP, as the product is used ----
 
-/// A throwaway `sshd` on 127.0.0.1 with key-only logins and internal-sftp,
-/// and test users that are removed again.
-struct Sshd {
-    dir: PathBuf,
-    port: u16,
-    child: Child,
-    users: Vec<String>,
-}
-
-impl Sshd {
-    fn start(dir: &Path) -> Sshd {
-        std::fs::create_dir_all(dir.join("keys")).unwrap();
-        std::fs::create_dir_all("/run/sshd").unwrap(); // privilege separation
-        run(Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(dir.join("host_key")));
-        run(Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(dir.join("id")));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/keys/%u\nUsePAM no\nStrictModes no\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin no\n\
-             Subsystem sftp internal-sftp\n",
-            d = dir.display()
-        );
-        std::fs::write(dir.join("sshd_config"), config).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let sshd = Sshd {
-            dir: dir.to_path_buf(),
-            port,
-            child,
-            users: Vec::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not start: {}",
-                sshd.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        sshd
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
-    }
-
-    /// A user that may log in with our key; returns its uid.
-    fn add_user(&mut self, name: &str) -> u32 {
-        let _ = Command::new("userdel").arg(name).output(); // left over by a killed run
-                                                            // "*": no password, but not locked (sshd refuses locked accounts).
-        run(Command::new("useradd").args([
-            "-M",
-            "-d",
-            "/nonexistent",
-            "-s",
-            "/bin/sh",
-            "-p",
-            "*",
-            name,
-        ]));
-        self.users.push(name.to_string());
-        std::fs::copy(self.dir.join("id.pub"), self.dir.join("keys").join(name)).unwrap();
-        let out = run(Command::new("id").arg("-u").arg(name));
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    }
-
-    /// Run an sftp batch as `user`.
-    fn sftp(&self, user: &str, batch: &str) -> Output {
-        let file = self.dir.join(format!("batch-{user}"));
-        std::fs::write(&file, batch).unwrap();
-        Command::new("sftp")
-            .arg("-b")
-            .arg(&file)
-            .arg("-i")
-            .arg(self.dir.join("id"))
-            .arg("-P")
-            .arg(self.port.to_string())
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-            ])
-            .arg(format!("{user}@127.0.0.1"))
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for user in &self.users {
-            let _ = Command::new("userdel").arg(user).output();
-        }
-    }
-}
-
 fn sftp_available(test: &str) -> bool {
-    if !fuse_available(test) {
-        return false;
-    }
-    let tools = [
-        "/usr/sbin/sshd",
-        "/usr/bin/sftp",
-        "/usr/bin/ssh-keygen",
-        "/usr/sbin/useradd",
-    ];
-    let missing: Vec<_> = tools.iter().filter(|t| !Path::new(t).exists()).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("SNAPFS_REQUIRE_FUSE").as_deref() == Ok("1") {
-        panic!("{test}: missing {missing:?} (install openssh-server, openssh-client, passwd)");
-    }
-    eprintln!("skipping {test}: missing {missing:?}");
-    false
-}
-
-/// A temp folder others may traverse (the test users reach the mount in it).
-fn shared_tempdir() -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    tmp
+    fuse_available(test) && sshd::available(test)
 }
 
 #[test]

@@ -17,6 +17,7 @@
 //! the same checks with its setuid rights.
 
 pub mod acl;
+pub mod bind;
 pub mod fuse;
 pub mod mountpoint;
 pub mod snapshot_fs;

@@ -28,7 +28,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FileType, Mode, OFlags};
@@ -69,7 +69,8 @@ impl MountPoint {
         } else {
             Missing::Refuse
         };
-        let (parent, name) = nofollow::open_parent("mount point", &path, missing)?;
+        let guard = fuse_guard();
+        let (parent, name) = nofollow::open_parent_guarded("mount point", &path, missing, &guard)?;
         let name = name.to_os_string();
         Ok(MountPoint {
             name: name.as_bytes().to_vec(),
@@ -226,7 +227,8 @@ impl MountPoint {
     }
 }
 
-fn is_empty(folder: BorrowedFd) -> rustix::io::Result<bool> {
+/// Whether the folder holds nothing but `.` and `..`.
+pub(crate) fn is_empty(folder: BorrowedFd) -> rustix::io::Result<bool> {
     let fd = rustix::fs::openat(
         folder,
         ".",
@@ -257,21 +259,125 @@ pub fn mount_id(fd: BorrowedFd) -> Result<u64> {
         .ok_or_else(|| Error::Invalid(format!("{path} has no mnt_id")))
 }
 
+/// A [`nofollow::Guard`] that refuses to look a name up in a folder of a
+/// FUSE file system. Its daemon answers that lookup, and a user may mount
+/// one over a folder they own (`fusermount3`, with /dev/fuse 0666 as
+/// Debian has it) whose daemon never answers: root's lookup would wait
+/// forever, and with it every other account's mount or bind. Only the
+/// mount's id is read for each folder (no request reaches any file
+/// system); mountinfo only when the walk enters another mount.
+pub fn fuse_guard() -> impl Fn(BorrowedFd, &Path) -> Result<()> {
+    // The root file system's mount, checked once per process: it is never
+    // unmounted, so its id is never another's.
+    static ROOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let passed = std::cell::Cell::new(None);
+    move |fd: BorrowedFd, path: &Path| {
+        let id = mount_id(fd)?;
+        if passed.get() == Some(id) || ROOT.get() == Some(&id) {
+            return Ok(());
+        }
+        let fstype = fstype_of(id)?.unwrap_or_default();
+        if fstype == "fuse" || fstype == "fuseblk" || fstype.starts_with("fuse.") {
+            return Err(Error::Invalid(format!(
+                "{} is on a {fstype} mount: snapfs looks no names up in a FUSE file system \
+                 on its way (its daemon answers, and one a user mounted could keep root \
+                 waiting forever)",
+                path.display()
+            )));
+        }
+        if path == Path::new("/") {
+            let _ = ROOT.set(id);
+        }
+        passed.set(Some(id));
+        Ok(())
+    }
+}
+
+/// One line of `/proc/self/mountinfo` (proc(5)), its paths unescaped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountInfo {
+    pub id: u64,
+    /// `major:minor` of the file system: every bind of one file system
+    /// shows the same.
+    pub dev: String,
+    /// The folder of that file system mounted here: `/`, or deeper for a
+    /// bind of a folder.
+    pub root: PathBuf,
+    pub mount_point: PathBuf,
+    /// The mount's own options: `ro,nosuid,nodev,noexec,relatime`.
+    pub options: String,
+    /// The optional fields: `shared:N`, `master:N`, `propagate_from:N`.
+    pub tags: Vec<String>,
+    pub fstype: String,
+}
+
+impl MountInfo {
+    /// Whether the mount's own options include `option` (`ro`, `nosuid`).
+    pub fn has_option(&self, option: &str) -> bool {
+        self.options.split(',').any(|o| o == option)
+    }
+}
+
+/// The mount table of this process's mount namespace.
+pub fn mountinfo() -> Result<Vec<MountInfo>> {
+    // Bytes, not a String: a tenant may rename a folder above a bind to a
+    // name that is not UTF-8, and one such line must not make every other
+    // line unreadable.
+    let text =
+        std::fs::read("/proc/self/mountinfo").map_err(|e| Error::io("/proc/self/mountinfo", e))?;
+    Ok(text
+        .split(|&b| b == b'\n')
+        .filter_map(parse_mountinfo_line)
+        .collect())
+}
+
+fn parse_mountinfo_line(line: &[u8]) -> Option<MountInfo> {
+    let sep = line.windows(3).position(|w| w == b" - ")?;
+    let (left, right) = (&line[..sep], &line[sep + 3..]);
+    let fields: Vec<&[u8]> = left.split(|&b| b == b' ').collect();
+    if fields.len() < 6 {
+        return None;
+    }
+    let text = |f: &[u8]| String::from_utf8_lossy(f).into_owned();
+    Some(MountInfo {
+        id: text(fields[0]).parse().ok()?,
+        dev: text(fields[2]),
+        root: unescape(fields[3]),
+        mount_point: unescape(fields[4]),
+        options: text(fields[5]),
+        tags: fields[6..].iter().map(|t| text(t)).collect(),
+        fstype: text(right.split(|&b| b == b' ').next()?),
+    })
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\ooo`.
+fn unescape(bytes: &[u8]) -> PathBuf {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8) + (b - b'0')));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 /// The fields of the mountinfo line of mount `id`: (major:minor, fstype).
 pub fn mountinfo_of(id: u64) -> Result<Option<(String, String)>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| Error::io("/proc/self/mountinfo", e))?;
-    Ok(text.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let fields: Vec<&str> = left.split(' ').collect();
-        if fields.first()?.parse::<u64>().ok()? != id {
-            return None;
-        }
-        Some((
-            fields.get(2)?.to_string(),
-            right.split(' ').next()?.to_string(),
-        ))
-    }))
+    Ok(mountinfo()?
+        .into_iter()
+        .find(|m| m.id == id)
+        .map(|m| (m.dev, m.fstype)))
 }
 
 fn fstype_of(id: u64) -> Result<Option<String>> {
@@ -341,6 +447,28 @@ mod tests {
         // Missing without --mkdir: a clear error naming it.
         let err = MountPoint::resolve(&dir.path().join("none/x"), false).unwrap_err();
         assert!(err.to_string().contains("none"), "{err}");
+    }
+
+    #[test]
+    fn mountinfo_lines_with_escaped_and_non_utf8_paths() {
+        let line = b"36 35 0:45 /al\\040ice /home/a\\134b/\\377x/backup ro,nosuid,nodev \
+                     shared:7 master:2 - fuse.snapfs snapfs ro,user_id=0";
+        let m = parse_mountinfo_line(line).unwrap();
+        assert_eq!(m.id, 36);
+        assert_eq!(m.dev, "0:45");
+        assert_eq!(m.root, Path::new("/al ice"));
+        assert_eq!(
+            m.mount_point.as_os_str().as_bytes(),
+            b"/home/a\\b/\xffx/backup"
+        );
+        assert!(m.has_option("nosuid") && !m.has_option("noexec"));
+        assert_eq!(m.tags, ["shared:7", "master:2"]);
+        assert_eq!(m.fstype, "fuse.snapfs");
+        // The whole table reads, and holds the root.
+        assert!(mountinfo()
+            .unwrap()
+            .iter()
+            .any(|m| m.mount_point == Path::new("/")));
     }
 
     #[test]

@@ -23,12 +23,19 @@
 //! - `mount_links`: links planted at `~/admin` and `~/admin/backup` never
 //!   move a mount or an unmount; a killed mount is cleared and mounted
 //!   again by the unit's commands.
+//! - `binds`: a mount's folders bound into real users' homes
+//!   (`mount::bind`), used over a real sshd (`tests/sshd`): each user reads
+//!   their own over SSH and SFTP, chrooted SFTP too, and not another's; a
+//!   planted link is refused; a killed daemon's binds are cleared.
 
 mod backup_race;
+mod binds;
 mod day_folders;
 mod mount_links;
 mod restore_race;
 mod run_accounts;
 #[path = "../servers/mod.rs"]
 mod servers;
+#[path = "../sshd/mod.rs"]
+mod sshd;
 mod support;

@@ -195,7 +195,7 @@ fn a_killed_mount_is_cleared_and_mounted_again_by_the_units_commands() {
     let host = Host::new();
     let bob = host.backup_dir("bob");
     // Kill bob's daemon: the mount point is left "not connected".
-    let pid = daemon_pid(&bob);
+    let pid = crate::support::daemon_pid(&bob);
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::read_dir(&bob).is_ok() {
@@ -210,21 +210,4 @@ fn a_killed_mount_is_cleared_and_mounted_again_by_the_units_commands() {
     assert_eq!(mounted_type(&bob), None, "the stale mount is gone");
     host.mount_bob();
     host.assert_bob_untouched();
-}
-
-/// The pid of the snapfs process serving `mountpoint` (from /proc).
-fn daemon_pid(mountpoint: &Path) -> i32 {
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        if args.first().is_some_and(|a| a.ends_with(b"snapfs"))
-            && args.contains(&mountpoint.as_os_str().as_encoded_bytes())
-        {
-            return pid;
-        }
-    }
-    panic!("no snapfs process serves {}", mountpoint.display());
 }

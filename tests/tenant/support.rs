@@ -256,3 +256,20 @@ impl Drop for Unmount {
             .output();
     }
 }
+
+/// The pid of the snapfs process serving `mountpoint` (from /proc).
+pub fn daemon_pid(mountpoint: &Path) -> i32 {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        if args.first().is_some_and(|a| a.ends_with(b"snapfs"))
+            && args.contains(&mountpoint.as_os_str().as_encoded_bytes())
+        {
+            return pid;
+        }
+    }
+    panic!("no snapfs process serves {}", mountpoint.display());
+}

@@ -25,7 +25,7 @@ use crate::buffer_pool::BufferPool;
 use crate::chunker::ChunkerParams;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use backend::{Backend, FileType, LocalBackend};
+use backend::{Backend, CreateIfAbsent, FileType, LocalBackend};
 use config::Config;
 use index::{BlobLocation, Index, IndexFile};
 use pack::{Compression, PackBlob, FOOTER_LEN};
@@ -77,31 +77,38 @@ impl Repository {
             }
             config.pack_size = size;
         }
-        let backend = LocalBackend::new(path);
-        if backend.exists(FileType::Config, "config")? {
-            return Err(Error::Invalid(format!(
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(path));
+        let taken = || {
+            Error::Invalid(format!(
                 "{} already holds a snapfs repository",
-                path.display()
-            )));
+                backend.location()
+            ))
+        };
+        if backend.exists(FileType::Config, "config")? {
+            return Err(taken());
         }
-        // Anything but the folders an interrupted init leaves behind.
-        let ours = ["data", "index", "snapshots", "locks"];
-        let occupied = std::fs::read_dir(path).is_ok_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| !ours.iter().any(|o| e.file_name() == *o))
-        });
-        if occupied {
+        if let Some(what) = backend.occupant()? {
             return Err(Error::Invalid(format!(
-                "{} is not empty: a new repository needs an empty or new folder",
-                path.display()
+                "{} is not empty ({what} is there): a new repository needs an empty \
+                 or new folder",
+                backend.location()
             )));
         }
         backend.create()?;
+        if let CreateIfAbsent::CheckThenWrite(why) = backend.create_if_absent()? {
+            tracing::warn!(
+                "{}: {why}: two processes creating the same lock, snapshot or config \
+                 at the same moment could both succeed",
+                backend.location()
+            );
+        }
         // The config is written last: until it exists the folder is not a
         // repository, and an interrupted init can simply be run again.
-        backend.write(FileType::Config, "config", &config.encode())?;
-        Self::open_backend(Arc::new(backend))
+        // Only if absent: of two inits racing, one wins, the other fails.
+        if !backend.write_new(FileType::Config, "config", &config.encode())? {
+            return Err(taken());
+        }
+        Self::open_backend(backend)
     }
 
     pub fn open(path: &Path) -> Result<Repository> {

@@ -1,11 +1,12 @@
 //! Where repository files live. The repository above this layer sees named,
 //! immutable files of a few types; it never sees paths.
 //!
-//! Every backend keeps one contract (checked by `backend_contract` below for
-//! each implementation): `write` is atomic — a reader sees the whole file or
-//! nothing, also after a crash — and durable when it returns; `read_range`
-//! returns exactly the bytes asked for or an error; `list` never shows a file
-//! that is still being written; `remove` of a missing file succeeds.
+//! Every backend keeps one contract (checked by [`contract`] for each
+//! implementation): `write` is atomic — a reader sees the whole file or
+//! nothing, also after a crash — and durable when it returns; `write_new`
+//! also refuses to replace a file that exists; `read_range` returns exactly
+//! the bytes asked for or an error; `list` never shows a file that is still
+//! being written; `remove` of a missing file succeeds.
 //!
 //! [`local`] is a folder on a local (or mounted) file system; a backend
 //! stores and lists opaque names only: which file is what is the
@@ -41,13 +42,36 @@ impl FileType {
     }
 }
 
+/// How a backend keeps `write_new`'s "only if absent".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreateIfAbsent {
+    /// The store itself refuses the second of two creators (a rename that
+    /// does not replace; S3's `If-None-Match: *`).
+    Atomic,
+    /// The store does not refuse: `write_new` looks first, then writes, and
+    /// two creators within one round trip may both write. Why, for people.
+    CheckThenWrite(String),
+}
+
 pub trait Backend: Send + Sync {
     /// Where the repository is, for messages.
     fn location(&self) -> String;
     /// Create the folder structure of an empty repository.
     fn create(&self) -> Result<()>;
+    /// Something already at the location that no repository put there (an
+    /// interrupted `create` leaves only what it makes), named for `init`'s
+    /// refusal; `None` when the location is new or empty.
+    fn occupant(&self) -> Result<Option<String>>;
     /// Atomically create or replace `name`, durable when this returns.
     fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()>;
+    /// `write`, but only if no file `name` exists: `Ok(false)`, and nothing
+    /// written, when one does. For the files whose creators may race: the
+    /// config (two `init`s), locks, snapshot records.
+    fn write_new(&self, kind: FileType, name: &str, data: &[u8]) -> Result<bool>;
+    /// How `write_new` keeps its promise here (object stores differ).
+    fn create_if_absent(&self) -> Result<CreateIfAbsent> {
+        Ok(CreateIfAbsent::Atomic)
+    }
     fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>>;
     /// Exactly `length` bytes at `offset`; a short file is an error.
     fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
@@ -81,8 +105,10 @@ pub trait Backend: Send + Sync {
     fn list_folder(&self, kind: FileType, folder: &str) -> Result<Vec<(String, u64)>>;
     /// Remove a file; a file that is already gone is not an error.
     fn remove(&self, kind: FileType, name: &str) -> Result<()>;
-    /// Atomically move file `from` to `to` (another folder, say), replacing
-    /// `to`; durable when this returns.
+    /// Move file `from` to `to` (another folder, say), replacing `to`;
+    /// durable when this returns. Atomic where the store can rename (a
+    /// folder); elsewhere a copy, then a delete (only `migrate` moves files,
+    /// and it tolerates both copies existing after a crash).
     fn rename(&self, kind: FileType, from: &str, to: &str) -> Result<()>;
     fn exists(&self, kind: FileType, name: &str) -> Result<bool>;
     /// Remove temporary files left by interrupted writes; only safe while
@@ -107,5 +133,8 @@ pub fn file_of(name: &str) -> &str {
     name.rsplit_once('/').map_or(name, |(_, file)| file)
 }
 
-#[cfg(test)]
+// Compiled in, not only under `cfg(test)`: a backend that needs a server
+// (object storage) is tested by an integration test, and those see only
+// the library's public items.
+#[doc(hidden)]
 pub mod contract;

@@ -170,3 +170,32 @@ fn folders(backend: &dyn Backend) {
     }
     assert!(backend.list(FileType::Snapshot).unwrap().is_empty());
 }
+
+/// Of `racers` threads creating one lock at once, exactly one wins, and the
+/// lock holds its bytes; `rounds` times over.
+pub fn one_creator_wins(backend: &dyn Backend, rounds: usize) {
+    const RACERS: u8 = 6;
+    for round in 0..rounds {
+        let name = format!("{round:064x}");
+        let barrier = std::sync::Barrier::new(RACERS.into());
+        let wins: Vec<bool> = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..RACERS)
+                .map(|n| {
+                    let (barrier, name) = (&barrier, &name);
+                    s.spawn(move || {
+                        barrier.wait();
+                        backend.write_new(FileType::Lock, name, &[n]).unwrap()
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let winners: Vec<usize> = (0..wins.len()).filter(|&i| wins[i]).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {wins:?}");
+        assert_eq!(
+            backend.read(FileType::Lock, &name).unwrap(),
+            [winners[0] as u8]
+        );
+        backend.remove(FileType::Lock, &name).unwrap();
+    }
+}

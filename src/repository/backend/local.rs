@@ -504,7 +504,7 @@ impl Backend for LocalBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::super::contract::backend_contract;
+    use super::super::contract::{backend_contract, one_creator_wins};
     use super::*;
 
     #[test]
@@ -533,25 +533,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path());
         backend.create().unwrap();
-        for round in 0..20 {
-            let name = format!("l{round}");
-            let barrier = std::sync::Barrier::new(8);
-            let wins: Vec<bool> = std::thread::scope(|s| {
-                let racers: Vec<_> = (0..8u8)
-                    .map(|n| {
-                        let (backend, barrier, name) = (&backend, &barrier, &name);
-                        s.spawn(move || {
-                            barrier.wait();
-                            backend.write_new(FileType::Lock, name, &[n]).unwrap()
-                        })
-                    })
-                    .collect();
-                racers.into_iter().map(|r| r.join().unwrap()).collect()
-            });
-            assert_eq!(wins.iter().filter(|w| **w).count(), 1, "round {round}");
-            let winner = wins.iter().position(|w| *w).unwrap() as u8;
-            assert_eq!(backend.read(FileType::Lock, &name).unwrap(), [winner]);
-        }
+        one_creator_wins(&backend, 20);
     }
 
     #[test]

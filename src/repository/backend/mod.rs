@@ -8,17 +8,31 @@
 //! the bytes asked for or an error; `list` never shows a file that is still
 //! being written; `remove` of a missing file succeeds.
 //!
-//! [`local`] is a folder on a local (or mounted) file system; a backend
-//! stores and lists opaque names only: which file is what is the
-//! repository's business.
+//! [`local`] is a folder on a local (or mounted) file system, [`s3`] a
+//! bucket on an S3 server; a backend stores and lists opaque names only:
+//! which file is what is the repository's business.
 
 mod direct_read;
 pub mod local;
+pub mod s3;
+mod s3_request;
 
 use std::ops::Range;
+use std::sync::Arc;
 
+use super::location::Location;
 use crate::error::Result;
 pub use local::{sync_dir, write_atomic, write_atomic_mode, LocalBackend};
+pub use s3::S3Backend;
+
+/// The backend for a location (an S3 one takes its credentials from the
+/// environment here: a missing one is an error naming the variable).
+pub fn open(location: &Location) -> Result<Arc<dyn Backend>> {
+    Ok(match location {
+        Location::Local(path) => Arc::new(LocalBackend::new(path)),
+        Location::S3(s3) => Arc::new(S3Backend::from_env(s3.clone())?),
+    })
+}
 
 /// The kinds of repository files, each in its own folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,7 +82,8 @@ pub trait Backend: Send + Sync {
     /// written, when one does. For the files whose creators may race: the
     /// config (two `init`s), locks, snapshot records.
     fn write_new(&self, kind: FileType, name: &str, data: &[u8]) -> Result<bool>;
-    /// How `write_new` keeps its promise here (object stores differ).
+    /// How `write_new` keeps its promise here; S3 servers differ, so the S3
+    /// backend finds out by trying (once per process).
     fn create_if_absent(&self) -> Result<CreateIfAbsent> {
         Ok(CreateIfAbsent::Atomic)
     }
@@ -133,8 +148,8 @@ pub fn file_of(name: &str) -> &str {
     name.rsplit_once('/').map_or(name, |(_, file)| file)
 }
 
-// Compiled in, not only under `cfg(test)`: a backend that needs a server
-// (object storage) is tested by an integration test, and those see only
-// the library's public items.
+// Compiled in, not only under `cfg(test)`: the S3 backend's contract test
+// is an integration test (it needs a server), and those see only the
+// library's public items.
 #[doc(hidden)]
 pub mod contract;

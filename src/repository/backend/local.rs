@@ -1,5 +1,5 @@
 //! A repository in a local folder: atomic writes by rename, private modes,
-//! large ranges read past the page cache ([`super::direct_read`]).
+//! large ranges read past the page cache (`direct_read`, beside it).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};

@@ -14,12 +14,16 @@
 //!      │                |
 //!      │       repository (Packer, Index, packs, config)   chunk_cache
 //!      │                |
-//!      └──────  repository::backend (atomic files in folders)
+//!      └──────  repository::backend (whole, immutable files: local, s3)
 //! ```
 //!
 //! - [`repository`] stores content-addressed blobs in pack files, keeps an
 //!   index of where each blob is, and stores snapshot records as opaque
 //!   content-addressed files. It knows nothing of files or trees.
+//!   Where it is comes from a [`repository::Location`] (`--repo`: a folder,
+//!   or `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`); the backend below
+//!   stores and lists opaque names in a folder or a bucket, and keeps one
+//!   contract (`repository::backend::contract`, docs/S3.md).
 //! - [`snapshot`] gives those bytes meaning: a tree is a directory's entries,
 //!   a snapshot names a root tree, a [`snapshot::file_reader::FileReader`]
 //!   gives random access to a file's content.

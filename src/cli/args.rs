@@ -1,8 +1,17 @@
 //! What the command line accepts: every command, its options and their
 //! documentation (`--help`, the README's command reference follows it).
 
+use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+
+use crate::repository::Location;
+
+/// `--repo` as a location: any path (UTF-8 or not), or `s3:...`; a
+/// malformed one is a usage error, found before anything runs.
+fn location_parser() -> impl TypedValueParser<Value = Location> {
+    OsStringValueParser::new().try_map(|text| Location::parse_os(&text))
+}
 
 #[derive(Parser)]
 #[command(
@@ -19,10 +28,12 @@ pub(super) struct Cli {
 
 #[derive(Args)]
 pub(super) struct Global {
-    /// Repository folder [default: /var/lib/snapfs/repository as root,
+    /// Repository: a folder, or s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]
+    /// with credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+    /// [default: /var/lib/snapfs/repository as root,
     /// ~/.local/share/snapfs/repository otherwise]
-    #[arg(long, global = true, env = "SNAPFS_REPO")]
-    pub(super) repo: Option<PathBuf>,
+    #[arg(long, global = true, env = "SNAPFS_REPO", value_parser = location_parser())]
+    pub(super) repo: Option<Location>,
     /// Print results as JSON for scripts.
     #[arg(long, global = true)]
     pub(super) json: bool,

@@ -7,16 +7,17 @@ use serde_json::json;
 use std::path::PathBuf;
 
 use super::args::{BackupArgs, ForgetArgs, Global, InitArgs, MountArgs};
-use super::{exit, open, repo_path, warn_if_exposed};
+use super::{exit, open, repo_location, warn_if_exposed};
 use crate::chunker::ChunkerParams;
 use crate::display::{escape_name, human_size, parse_size};
 use crate::id::Id;
-use crate::repository::Repository;
+use crate::repository::backend::CreateIfAbsent;
+use crate::repository::{Location, Repository};
 use crate::snapshot::{self, Snapshot, SnapshotEntry, Timestamp};
 use crate::{backup, check, forget, ls, migrate, mount, prune, restore};
 
 pub(super) fn run_migrate(g: &Global, lock_wait: std::time::Duration) -> anyhow::Result<u8> {
-    let repo = Repository::open_without_index(&repo_path(g))?;
+    let repo = Repository::open_without_index(repo_location(g))?;
     warn_if_exposed(&repo);
     let report = migrate::run(&repo, lock_wait)?;
     if g.json {
@@ -52,12 +53,19 @@ pub(super) fn run_mount(g: &Global, args: MountArgs) -> anyhow::Result<u8> {
             ..Default::default()
         },
     };
-    let repo = repo_path(g);
+    // The mount opens the repository by path (src/mount), so far.
+    let location = repo_location(g);
+    let Some(repo) = location.local_path() else {
+        return Err(crate::error::Error::Unsupported(format!(
+            "snapfs mount of an S3 repository ({location}) is not supported yet"
+        ))
+        .into());
+    };
     if args.daemon {
-        mount::daemon(&repo, &opts)?;
+        mount::daemon(repo, &opts)?;
         return Ok(exit::OK);
     }
-    let mounted = mount::mount(&repo, &opts)?;
+    let mounted = mount::mount(repo, &opts)?;
     eprintln!(
         "snapfs: mounted {} at {}; stop with Ctrl-C or `fusermount3 -u {}`",
         repo.display(),
@@ -84,7 +92,7 @@ fn parse_chunk_sizes(text: &str) -> anyhow::Result<ChunkerParams> {
 }
 
 pub(super) fn init(g: &Global, args: InitArgs) -> anyhow::Result<u8> {
-    let path = repo_path(g);
+    let location = repo_location(g);
     let chunker = match &args.chunk_sizes {
         Some(t) => parse_chunk_sizes(t)?,
         None => ChunkerParams::default(),
@@ -93,12 +101,21 @@ pub(super) fn init(g: &Global, args: InitArgs) -> anyhow::Result<u8> {
         Some(t) => Some(u32::try_from(parse_size(t).map_err(anyhow::Error::msg)?)?),
         None => None,
     };
-    let repo = Repository::init(&path, chunker, pack_size)?;
+    let repo = Repository::init(&location, chunker, pack_size)?;
     warn_if_exposed(&repo);
+    // Known since init probed it (S3), so this asks nothing more.
+    let create_if_absent = match repo.backend().create_if_absent()? {
+        CreateIfAbsent::Atomic => None,
+        CreateIfAbsent::CheckThenWrite(why) => Some(why),
+    };
     if g.json {
         println!(
             "{}",
-            json!({"repository": repo.location(), "id": repo.config().id.to_hex()})
+            json!({
+                "repository": repo.location(),
+                "id": repo.config().id.to_hex(),
+                "conditional_writes": create_if_absent.is_none(),
+            })
         );
     } else {
         println!(
@@ -106,6 +123,15 @@ pub(super) fn init(g: &Global, args: InitArgs) -> anyhow::Result<u8> {
             repo.config().id.short(),
             repo.location()
         );
+        if matches!(location, Location::S3(_)) {
+            match &create_if_absent {
+                None => println!("conditional writes (If-None-Match): honoured by the server"),
+                Some(why) => println!(
+                    "conditional writes (If-None-Match): NOT honoured: {why}; \
+                     see docs/S3.md for what holds"
+                ),
+            }
+        }
     }
     Ok(exit::OK)
 }
@@ -140,16 +166,13 @@ pub(super) fn parse_time(text: &str) -> anyhow::Result<(Timestamp, i32)> {
 pub(super) fn run_backup(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
     // Sources first: `backup /typo` must fail before it creates a repository.
     let sources = backup::Sources::open(&args.paths)?;
-    let path = repo_path(g);
-    let repo = if Repository::exists(&path) {
+    let location = repo_location(g);
+    let repo = if Repository::exists(&location)? {
         // backup::run reads the index under its lock.
-        Repository::open_without_index(&path)?
+        Repository::open_without_index(&location)?
     } else {
-        eprintln!(
-            "snapfs: no repository at {} yet; creating one",
-            path.display()
-        );
-        Repository::init(&path, ChunkerParams::default(), None)?
+        eprintln!("snapfs: no repository at {location} yet; creating one");
+        Repository::init(&location, ChunkerParams::default(), None)?
     };
     warn_if_exposed(&repo);
     let opts = backup::BackupOptions {
@@ -468,7 +491,7 @@ pub(super) fn run_prune(
         .with_context(|| format!("--max-unused {max_unused:?}: expected a percentage like 5%"))?
         / 100.0;
     // prune::run reads the index under its lock.
-    let repo = Repository::open_without_index(&repo_path(g))?;
+    let repo = Repository::open_without_index(repo_location(g))?;
     warn_if_exposed(&repo);
     let report = prune::run(
         &repo,

@@ -58,10 +58,24 @@ entries, or corrupt repository data was met.
 .TP
 .B 5
 Locked: a conflicting lock was held longer than \fB\-\-lock\-wait\fR.
+.TP
+.B 6
+Unavailable: the repository's S3 server did not answer or refused the
+request (down, wrong credentials, no such bucket).
 .SH ENVIRONMENT
 .TP
 .B SNAPFS_REPO
-The repository, when \fB\-\-repo\fR is not given.
+The repository, when \fB\-\-repo\fR is not given: a folder, or
+s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX].
+.TP
+.B AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
+Credentials for a repository on S3 (never on the command line).
+.TP
+.B AWS_DEFAULT_REGION
+The S3 region (default us\-east\-1).
+.TP
+.B SNAPFS_S3_RETRY
+How long a failing S3 request is retried (default 1m; 0: not at all).
 .TP
 .B SNAPFS_LOG
 Log level: error, warn, info or debug.

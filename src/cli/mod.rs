@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use crate::display::human_size;
 use crate::error::Error;
-use crate::repository::Repository;
+use crate::repository::{Location, Repository};
 use args::{Cli, Command, Global};
 use commands::*;
 
@@ -25,6 +25,10 @@ pub mod exit {
     pub const PARTIAL: u8 = 3;
     pub const DAMAGED: u8 = 4;
     pub const LOCKED: u8 = 5;
+    /// A server the command needs did not answer or refused it (the S3
+    /// store down, credentials refused, no such bucket): nothing is wrong
+    /// with the repository; fix the host or wait, and run it again.
+    pub const UNAVAILABLE: u8 = 6;
 }
 
 pub fn main() -> ExitCode {
@@ -56,6 +60,7 @@ pub fn main() -> ExitCode {
             let code = match e.downcast_ref::<Error>() {
                 Some(Error::Locked(_)) => exit::LOCKED,
                 Some(Error::Corrupt { .. }) => exit::DAMAGED,
+                Some(Error::Unavailable(_)) => exit::UNAVAILABLE,
                 _ => exit::ERROR,
             };
             ExitCode::from(code)
@@ -80,11 +85,15 @@ fn log_peak_memory() {
     }
 }
 
-/// `--repo`, then `SNAPFS_REPO` (clap reads it), then the default.
-fn repo_path(global: &Global) -> PathBuf {
-    if let Some(p) = &global.repo {
-        return p.clone();
+/// `--repo`, then `SNAPFS_REPO` (clap reads both), then the default.
+fn repo_location(global: &Global) -> Location {
+    match &global.repo {
+        Some(location) => location.clone(),
+        None => Location::Local(default_repo_path()),
     }
+}
+
+fn default_repo_path() -> PathBuf {
     if unsafe { libc::geteuid() } == 0 {
         return PathBuf::from("/var/lib/snapfs/repository");
     }
@@ -103,7 +112,7 @@ fn warn_if_exposed(repo: &Repository) {
 }
 
 fn open(global: &Global) -> anyhow::Result<Repository> {
-    Ok(Repository::open(&repo_path(global))?)
+    Ok(Repository::open(repo_location(global))?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {

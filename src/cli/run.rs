@@ -14,7 +14,7 @@ use crate::chunker::ChunkerParams;
 use crate::display::human_size;
 use crate::host::accounts::{self, Skip};
 use crate::host::config::{HostConfig, DEFAULT_PATH};
-use crate::repository::Repository;
+use crate::repository::{Location, Repository};
 use crate::run::{self, metrics, AccountReport, RunAccount, RunOptions, Status};
 
 pub(super) fn run(g: &Global, args: RunArgs) -> anyhow::Result<u8> {
@@ -114,16 +114,14 @@ fn select(
 }
 
 fn open_or_create(config: &HostConfig) -> anyhow::Result<Repository> {
-    let path = &config.repository;
-    let repo = if Repository::exists(path) {
+    // A folder or an S3 location, like --repo.
+    let location = Location::parse_os(config.repository.as_os_str())?;
+    let repo = if Repository::exists(&location)? {
         // The run reads the index under its lock.
-        Repository::open_without_index(path)?
+        Repository::open_without_index(&location)?
     } else {
-        eprintln!(
-            "snapfs: no repository at {} yet; creating one",
-            path.display()
-        );
-        Repository::init(path, ChunkerParams::default(), None)?
+        eprintln!("snapfs: no repository at {location} yet; creating one");
+        Repository::init(&location, ChunkerParams::default(), None)?
     };
     warn_if_exposed(&repo);
     Ok(repo)

@@ -122,7 +122,15 @@ impl Lock {
                 refreshed: unix_now(),
                 ..record.clone()
             };
-            backend.write(FileType::Lock, &name, &record.encode())?;
+            // Only if absent: the name is this process's own (a hash of
+            // its record and the time), so another file under it would be
+            // a collision to refuse, never a lock to overwrite.
+            if !backend.write_new(FileType::Lock, &name, &record.encode())? {
+                return Err(Error::Locked(format!(
+                    "lock {name} exists already in {}: a name collision; try again",
+                    backend.location()
+                )));
+            }
             let conflicts = conflicting_locks(&*backend, &name, kind, &hostname)?;
             if conflicts.is_empty() {
                 return Ok(Lock::hold(backend, name, record));

@@ -13,21 +13,22 @@ pub mod config;
 pub mod encoding;
 mod golden;
 pub mod index;
+pub mod location;
 pub mod lock;
 pub mod pack;
 pub mod packer;
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::buffer_pool::BufferPool;
 use crate::chunker::ChunkerParams;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use backend::{Backend, FileType, LocalBackend};
+use backend::{Backend, CreateIfAbsent, FileType};
 use config::Config;
 use index::{BlobLocation, Index, IndexFile};
+pub use location::Location;
 use pack::{Compression, PackBlob, FOOTER_LEN};
 
 /// Compressed-read buffers kept: about as many as reads decompress at once.
@@ -61,8 +62,12 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// Create a new, empty repository at a local path.
-    pub fn init(path: &Path, chunker: ChunkerParams, pack_size: Option<u32>) -> Result<Repository> {
+    /// Create a new, empty repository at `location` (a path converts).
+    pub fn init(
+        location: impl Into<Location>,
+        chunker: ChunkerParams,
+        pack_size: Option<u32>,
+    ) -> Result<Repository> {
         // Validate everything before creating anything: a failed init must
         // not leave a half-made folder that the next init refuses.
         chunker.validate()?;
@@ -77,46 +82,59 @@ impl Repository {
             }
             config.pack_size = size;
         }
-        let backend = LocalBackend::new(path);
-        if backend.exists(FileType::Config, "config")? {
-            return Err(Error::Invalid(format!(
+        let backend = backend::open(&location.into())?;
+        let taken = || {
+            Error::Invalid(format!(
                 "{} already holds a snapfs repository",
-                path.display()
-            )));
+                backend.location()
+            ))
+        };
+        if backend.exists(FileType::Config, "config")? {
+            return Err(taken());
         }
-        // Anything but the folders an interrupted init leaves behind.
-        let ours = ["data", "index", "snapshots", "locks"];
-        let occupied = std::fs::read_dir(path).is_ok_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| !ours.iter().any(|o| e.file_name() == *o))
-        });
-        if occupied {
+        if let Some(what) = backend.occupant()? {
             return Err(Error::Invalid(format!(
-                "{} is not empty: a new repository needs an empty or new folder",
-                path.display()
+                "{} is not empty ({what} is there): a new repository needs an empty \
+                 or new folder, bucket or prefix",
+                backend.location()
             )));
         }
         backend.create()?;
-        // The config is written last: until it exists the folder is not a
-        // repository, and an interrupted init can simply be run again.
-        backend.write(FileType::Config, "config", &config.encode())?;
-        Self::open_backend(Arc::new(backend))
+        // Found out now, before the config is written, so that init says
+        // what the store guarantees (docs/S3.md).
+        if let CreateIfAbsent::CheckThenWrite(why) = backend.create_if_absent()? {
+            tracing::warn!(
+                "{}: {why}: two processes creating the same lock, snapshot or config \
+                 at the same moment could both succeed (docs/S3.md)",
+                backend.location()
+            );
+        }
+        // The config is written last: until it exists the location is not
+        // a repository, and an interrupted init can simply be run again.
+        // Only if absent: of two inits racing, one wins, the other fails.
+        if !backend.write_new(FileType::Config, "config", &config.encode())? {
+            return Err(taken());
+        }
+        Self::open_backend(backend)
     }
 
-    pub fn open(path: &Path) -> Result<Repository> {
-        Self::open_backend(Arc::new(LocalBackend::new(path)))
+    /// Open the repository at `location` (a path converts) and load its
+    /// index.
+    pub fn open(location: impl Into<Location>) -> Result<Repository> {
+        Self::open_backend(backend::open(&location.into())?)
     }
 
     /// Open without reading the index, for commands that read it under a
     /// lock anyway (backup, prune): loading it twice would double the
     /// memory peak on large repositories.
-    pub fn open_without_index(path: &Path) -> Result<Repository> {
-        Self::open_config(Arc::new(LocalBackend::new(path)))
+    pub fn open_without_index(location: impl Into<Location>) -> Result<Repository> {
+        Self::open_config(backend::open(&location.into())?)
     }
 
-    pub fn exists(path: &Path) -> bool {
-        path.join("config").is_file()
+    /// Whether there is a repository at `location`: an error only when the
+    /// store cannot tell (down, refusing our credentials).
+    pub fn exists(location: impl Into<Location>) -> Result<bool> {
+        backend::open(&location.into())?.exists(FileType::Config, "config")
     }
 
     pub fn open_backend(backend: Arc<dyn Backend>) -> Result<Repository> {
@@ -472,13 +490,13 @@ pub(crate) mod tests {
 
     /// Rewrite the config of the repository at `path` with another layout
     /// version (to test layout 1, which `init` no longer creates).
-    pub fn set_layout(path: &Path, layout: u32) {
+    pub fn set_layout(path: &std::path::Path, layout: u32) {
         let mut config = Repository::open_without_index(path)
             .unwrap()
             .config()
             .clone();
         config.layout = layout;
-        LocalBackend::new(path)
+        backend::LocalBackend::new(path)
             .write(FileType::Config, "config", &config.encode())
             .unwrap();
     }

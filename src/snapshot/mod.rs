@@ -81,7 +81,11 @@ pub fn save(repo: &Repository, snapshot: &Snapshot) -> Result<Id> {
     } else {
         id.to_hex()
     };
-    repo.backend().write(FileType::Snapshot, &file, &bytes)?;
+    // Only if absent: a record is named by its hash, so one already there
+    // holds these very bytes, and on object storage a create that cannot
+    // replace anything is the safe kind of write.
+    repo.backend()
+        .write_new(FileType::Snapshot, &file, &bytes)?;
     Ok(id)
 }
 

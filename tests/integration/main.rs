@@ -24,6 +24,9 @@
 //! - `run_databases`: `snapfs run` with real servers: exactly each account's
 //!   dumps, loaded back to the same rows; a failed dump costs only itself.
 //! - `prune`:      thirty rolling days: forget, prune, kills, concurrency.
+//! - `s3`:         repositories on a real SeaweedFS (`tests/servers`): the
+//!   backend contract, create-if-absent races, every command, a store that
+//!   is down, refuses us, lacks the bucket or is killed mid-backup.
 //! - `restore_target`: restore into folders that already hold things (a
 //!   symlink where a folder or file goes, a full folder), a target path
 //!   through a symlink, repeated zero chunks.
@@ -42,6 +45,7 @@ mod restore_target;
 mod roundtrip;
 mod run;
 mod run_databases;
+mod s3;
 #[path = "../servers/mod.rs"]
 mod servers;
 mod sources;

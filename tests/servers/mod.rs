@@ -42,12 +42,15 @@
 
 pub mod mariadb;
 pub mod postgres;
+pub mod seaweedfs;
 
 // Each test binary uses a part of these.
 #[allow(unused_imports)]
 pub use mariadb::{mariadb, Mariadb};
 #[allow(unused_imports)]
 pub use postgres::{postgres, Postgres};
+#[allow(unused_imports)]
+pub use seaweedfs::{seaweedfs, Seaweed};
 
 use std::ffi::CString;
 use std::io::{self, Write};
@@ -149,7 +152,9 @@ struct Server {
     /// The signal that stops it at once (PostgreSQL: SIGQUIT, its
     /// immediate shutdown, which also ends its backends).
     signal: i32,
-    dir: tempfile::TempDir,
+    /// Removed after the server stops, unless taken out to outlive it
+    /// ([`Server::kill_keeping_folder`]).
+    dir: Option<tempfile::TempDir>,
 }
 
 /// Servers alive, for the exit handler: the shared ones live in statics,
@@ -190,7 +195,12 @@ impl Server {
         LIVE.lock()
             .unwrap()
             .push((child.id(), signal, dir.path().to_path_buf()));
-        let mut server = Server { child, signal, dir };
+        let shown = dir.path().display().to_string();
+        let mut server = Server {
+            child,
+            signal,
+            dir: Some(dir),
+        };
         let started = Instant::now();
         while !ready() {
             let log_text = || std::fs::read_to_string(log).unwrap_or_default();
@@ -210,11 +220,17 @@ impl Server {
         }
         // Shown with --nocapture, or when a test fails: slow CI starts stand out.
         eprintln!(
-            "{} ready in {:.2} s (setup included)",
-            server.dir.path().display(),
+            "{shown} ready in {:.2} s (setup included)",
             setup_started.elapsed().as_secs_f64()
         );
         server
+    }
+
+    /// Stop it with SIGKILL, as a crash would, and keep its folder (its
+    /// data) for a restart.
+    fn kill_keeping_folder(mut self) -> tempfile::TempDir {
+        self.signal = libc::SIGKILL;
+        self.dir.take().expect("a folder")
     }
 }
 

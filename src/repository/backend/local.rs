@@ -1,5 +1,5 @@
 //! A repository in a local folder: atomic writes by rename, private modes,
-//! large ranges read past the page cache ([`super::direct_read`]).
+//! large ranges read past the page cache (`direct_read`, beside it).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -208,6 +208,13 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 /// `write_atomic` of a file with permission bits `mode` (less the umask):
 /// files outside a repository, such as a run's metrics, that others read.
 pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    write_durably(path, data, mode, true).map(|_| ())
+}
+
+/// Steps 1-5 of "Atomic writes" in docs/FORMAT.md. With `replace` false the
+/// last step refuses to replace an existing `path`: `Ok(false)`, and
+/// nothing written.
+fn write_durably(path: &Path, data: &[u8], mode: u32, replace: bool) -> Result<bool> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let temp = dir.join(format!(
@@ -226,13 +233,51 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         file.write_all(data).at(&temp)?;
         file.sync_all().at(&temp)?;
         drop(file);
-        fs::rename(&temp, path).at(path)?;
-        sync_dir(dir)
+        if replace {
+            fs::rename(&temp, path).at(path)?;
+        } else if !rename_new(&temp, path).at(path)? {
+            return Ok(false);
+        }
+        sync_dir(dir)?;
+        Ok(true)
     })();
-    if result.is_err() {
+    if !matches!(result, Ok(true)) {
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Rename `from` to `to` unless `to` exists (`Ok(false)`). The kernel
+/// decides (renameat2 `RENAME_NOREPLACE`), so two racing creators cannot
+/// both win; where the file system lacks that flag (NFS before 4.x
+/// servers, some FUSE ones) a hard link does the same, and only where
+/// neither works is it a look followed by a rename.
+fn rename_new(from: &Path, to: &Path) -> io::Result<bool> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    let refused = |e: &io::Error| e.kind() == io::ErrorKind::AlreadyExists;
+    let unsupported = |e: &io::Error| {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP)
+        )
+    };
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE).map_err(io::Error::from) {
+        Ok(()) => return Ok(true),
+        Err(e) if refused(&e) => return Ok(false),
+        Err(e) if !unsupported(&e) => return Err(e),
+        Err(_) => {}
+    }
+    match fs::hard_link(from, to) {
+        // The temporary name goes when the caller cleans up.
+        Ok(()) => return fs::remove_file(from).map(|()| true),
+        Err(e) if refused(&e) => return Ok(false),
+        Err(e) if !unsupported(&e) => return Err(e),
+        Err(_) => {}
+    }
+    if to.symlink_metadata().is_ok() {
+        return Ok(false);
+    }
+    fs::rename(from, to).map(|()| true)
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {
@@ -264,10 +309,32 @@ impl Backend for LocalBackend {
         Ok(())
     }
 
+    fn occupant(&self) -> Result<Option<String>> {
+        // Anything but the folders an interrupted init leaves behind.
+        let ours = ["data", "index", "snapshots", "locks"];
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // Not a folder, or not ours to read: init says so when it
+            // tries to create it.
+            Err(_) => return Ok(None),
+        };
+        Ok(entries
+            .flatten()
+            .find(|e| !ours.iter().any(|o| e.file_name() == *o))
+            .map(|e| e.path().display().to_string()))
+    }
+
     fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()> {
         let path = self.path(kind, name);
         self.make_folder(path.parent().unwrap_or(Path::new(".")))?;
         write_atomic(&path, data)
+    }
+
+    fn write_new(&self, kind: FileType, name: &str, data: &[u8]) -> Result<bool> {
+        let path = self.path(kind, name);
+        self.make_folder(path.parent().unwrap_or(Path::new(".")))?;
+        write_durably(&path, data, PRIVATE_FILE_MODE, false)
     }
 
     fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>> {
@@ -437,13 +504,36 @@ impl Backend for LocalBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::super::contract::backend_contract;
+    use super::super::contract::{backend_contract, one_creator_wins};
     use super::*;
 
     #[test]
     fn local_backend_keeps_the_contract() {
         let dir = tempfile::tempdir().unwrap();
         backend_contract(&LocalBackend::new(dir.path().join("repo")));
+    }
+
+    #[test]
+    fn write_new_leaves_no_temporary_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        backend.create().unwrap();
+        assert!(backend.write_new(FileType::Index, "i", b"1").unwrap());
+        assert!(!backend.write_new(FileType::Index, "i", b"2").unwrap());
+        let names: Vec<_> = fs::read_dir(dir.path().join("index"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["i"]);
+        assert_eq!(backend.remove_temporary().unwrap(), 0);
+    }
+
+    #[test]
+    fn of_racing_creators_exactly_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        backend.create().unwrap();
+        one_creator_wins(&backend, 20);
     }
 
     #[test]

@@ -1,23 +1,38 @@
 //! Where repository files live. The repository above this layer sees named,
 //! immutable files of a few types; it never sees paths.
 //!
-//! Every backend keeps one contract (checked by `backend_contract` below for
-//! each implementation): `write` is atomic — a reader sees the whole file or
-//! nothing, also after a crash — and durable when it returns; `read_range`
-//! returns exactly the bytes asked for or an error; `list` never shows a file
-//! that is still being written; `remove` of a missing file succeeds.
+//! Every backend keeps one contract (checked by [`contract`] for each
+//! implementation): `write` is atomic — a reader sees the whole file or
+//! nothing, also after a crash — and durable when it returns; `write_new`
+//! also refuses to replace a file that exists; `read_range` returns exactly
+//! the bytes asked for or an error; `list` never shows a file that is still
+//! being written; `remove` of a missing file succeeds.
 //!
-//! [`local`] is a folder on a local (or mounted) file system; a backend
-//! stores and lists opaque names only: which file is what is the
-//! repository's business.
+//! [`local`] is a folder on a local (or mounted) file system, [`s3`] a
+//! bucket on an S3 server; a backend stores and lists opaque names only:
+//! which file is what is the repository's business.
 
 mod direct_read;
 pub mod local;
+pub mod s3;
+mod s3_request;
 
 use std::ops::Range;
+use std::sync::Arc;
 
+use super::location::Location;
 use crate::error::Result;
 pub use local::{sync_dir, write_atomic, write_atomic_mode, LocalBackend};
+pub use s3::S3Backend;
+
+/// The backend for a location (an S3 one takes its credentials from the
+/// environment here: a missing one is an error naming the variable).
+pub fn open(location: &Location) -> Result<Arc<dyn Backend>> {
+    Ok(match location {
+        Location::Local(path) => Arc::new(LocalBackend::new(path)),
+        Location::S3(s3) => Arc::new(S3Backend::from_env(s3.clone())?),
+    })
+}
 
 /// The kinds of repository files, each in its own folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,13 +56,37 @@ impl FileType {
     }
 }
 
+/// How a backend keeps `write_new`'s "only if absent".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreateIfAbsent {
+    /// The store itself refuses the second of two creators (a rename that
+    /// does not replace; S3's `If-None-Match: *`).
+    Atomic,
+    /// The store does not refuse: `write_new` looks first, then writes, and
+    /// two creators within one round trip may both write. Why, for people.
+    CheckThenWrite(String),
+}
+
 pub trait Backend: Send + Sync {
     /// Where the repository is, for messages.
     fn location(&self) -> String;
     /// Create the folder structure of an empty repository.
     fn create(&self) -> Result<()>;
+    /// Something already at the location that no repository put there (an
+    /// interrupted `create` leaves only what it makes), named for `init`'s
+    /// refusal; `None` when the location is new or empty.
+    fn occupant(&self) -> Result<Option<String>>;
     /// Atomically create or replace `name`, durable when this returns.
     fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()>;
+    /// `write`, but only if no file `name` exists: `Ok(false)`, and nothing
+    /// written, when one does. For the files whose creators may race: the
+    /// config (two `init`s), locks, snapshot records.
+    fn write_new(&self, kind: FileType, name: &str, data: &[u8]) -> Result<bool>;
+    /// How `write_new` keeps its promise here; S3 servers differ, so the S3
+    /// backend finds out by trying (once per process).
+    fn create_if_absent(&self) -> Result<CreateIfAbsent> {
+        Ok(CreateIfAbsent::Atomic)
+    }
     fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>>;
     /// Exactly `length` bytes at `offset`; a short file is an error.
     fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
@@ -81,8 +120,10 @@ pub trait Backend: Send + Sync {
     fn list_folder(&self, kind: FileType, folder: &str) -> Result<Vec<(String, u64)>>;
     /// Remove a file; a file that is already gone is not an error.
     fn remove(&self, kind: FileType, name: &str) -> Result<()>;
-    /// Atomically move file `from` to `to` (another folder, say), replacing
-    /// `to`; durable when this returns.
+    /// Move file `from` to `to` (another folder, say), replacing `to`;
+    /// durable when this returns. Atomic where the store can rename (a
+    /// folder); elsewhere a copy, then a delete (only `migrate` moves files,
+    /// and it tolerates both copies existing after a crash).
     fn rename(&self, kind: FileType, from: &str, to: &str) -> Result<()>;
     fn exists(&self, kind: FileType, name: &str) -> Result<bool>;
     /// Remove temporary files left by interrupted writes; only safe while
@@ -107,5 +148,8 @@ pub fn file_of(name: &str) -> &str {
     name.rsplit_once('/').map_or(name, |(_, file)| file)
 }
 
-#[cfg(test)]
+// Compiled in, not only under `cfg(test)`: the S3 backend's contract test
+// is an integration test (it needs a server), and those see only the
+// library's public items.
+#[doc(hidden)]
 pub mod contract;

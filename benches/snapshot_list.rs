@@ -11,7 +11,7 @@
 
 use snapfs::chunker::ChunkerParams;
 use snapfs::id::Id;
-use snapfs::mount::snapshot_fs::{Options, SnapshotFs};
+use snapfs::mount::view::{Options, SnapshotFs, Top};
 use snapfs::repository::backend::FileType;
 use snapfs::repository::Repository;
 use snapfs::snapshot::{self, Snapshot, Summary, Timestamp};
@@ -107,7 +107,7 @@ fn main() {
     };
     let mount_one = || {
         let opts = Options {
-            account: Some("account0500".into()),
+            top: Top::Account("account0500".into()),
             prefetch_threads: 0,
             release_idle_after: None,
             ..Options::default()

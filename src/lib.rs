@@ -8,7 +8,7 @@
 //! ```text
 //! cli ─┬─ run (host: config, accounts)
 //!      │    |
-//!      ├─ backup restore check ls forget prune migrate mount (snapshot_fs → fuse)
+//!      ├─ backup restore check ls forget prune migrate mount (view → fuse)
 //!      │      \        |       |    |    |      |      /
 //!      │       snapshot (Snapshot records, Tree/Node, FileReader)
 //!      │                |
@@ -73,7 +73,7 @@
 //! folders a tenant owns.
 //!
 //! kernel request → `fuser` worker thread (8) → [`mount::fuse`] translates →
-//! [`mount::snapshot_fs::SnapshotFs`]: root listing from the snapshot records
+//! [`mount::view::SnapshotFs`]: root listing from the snapshot records
 //! (re-listed at most every 2 s, `refresh_index` when new ones appear) →
 //! trees loaded on first look into a folder and kept in a small cache →
 //! inode numbers (a range per directory, on first sight, never reused) →

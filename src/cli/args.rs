@@ -235,9 +235,22 @@ pub(super) struct RunArgs {
 pub(super) struct MountArgs {
     /// An empty folder to mount on.
     pub(super) mountpoint: PathBuf,
-    /// Only this account's snapshots.
-    #[arg(long)]
+    /// Only this account's snapshots, at the top level.
+    #[arg(long, conflicts_with = "per_account")]
     pub(super) account: Option<String>,
+    /// A folder per account at the top level, its user's alone (mode 0500,
+    /// owned by the user of the account's name); implies --allow-other.
+    /// Without this or --account, account folders show whenever the
+    /// repository holds several accounts.
+    #[arg(long)]
+    pub(super) per_account: bool,
+    /// Bind each account's folder read-only into its home at this path,
+    /// `{account}` standing for the account's name (for example
+    /// '/home/{account}/admin/backup'), for every account with a home,
+    /// new ones within seconds; clears what a killed mount left first,
+    /// and takes the binds away at a stop.
+    #[arg(long, value_name = "TEMPLATE", requires = "per_account")]
+    pub(super) bind_homes: Option<String>,
     /// Memory for decompressed chunks.
     #[arg(long, default_value = "256MiB")]
     pub(super) cache_size: String,

@@ -41,13 +41,25 @@ pub(super) fn run_migrate(g: &Global, lock_wait: std::time::Duration) -> anyhow:
 
 pub(super) fn run_mount(g: &Global, args: MountArgs) -> anyhow::Result<u8> {
     let cache_bytes = parse_size(&args.cache_size).map_err(anyhow::Error::msg)?;
+    let top = match (args.account, args.per_account) {
+        (Some(account), _) => mount::view::Top::Account(account),
+        (None, true) => mount::view::Top::Accounts,
+        (None, false) => mount::view::Top::Auto,
+    };
+    let bind_homes = match &args.bind_homes {
+        Some(text) => Some(mount::bind::Template::parse(text)?),
+        None => None,
+    };
     let opts = mount::MountOptions {
         mountpoint: args.mountpoint,
-        allow_other: args.allow_other,
+        // Account folders are their users' alone: only the kernel's
+        // permission checks, which allow_other brings, keep it so.
+        allow_other: args.allow_other || args.per_account,
         mkdir: args.mkdir,
         threads: 8,
-        view: mount::snapshot_fs::Options {
-            account: args.account,
+        bind_homes,
+        view: mount::view::Options {
+            top,
             utc: args.utc,
             cache_bytes: usize::try_from(cache_bytes)?,
             ..Default::default()

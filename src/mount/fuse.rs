@@ -16,7 +16,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::snapshot_fs::{Attr, SnapshotFs};
+use super::view::{Attr, SnapshotFs};
 use crate::error::Error;
 use crate::snapshot::{NodeKind, Timestamp};
 

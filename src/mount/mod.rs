@@ -1,6 +1,6 @@
 //! `snapfs mount`: the repository as dated, read-only folders.
 //!
-//! [`snapshot_fs`] defines what the file system looks like, in plain Rust;
+//! [`view`] defines what the file system looks like, in plain Rust;
 //! [`fuse`] translates kernel requests into calls on it. This module mounts,
 //! serves until the file system is unmounted or the process is told to stop
 //! (SIGINT, SIGTERM, SIGHUP), and then unmounts.
@@ -19,8 +19,9 @@
 pub mod acl;
 pub mod bind;
 pub mod fuse;
+pub mod homes;
 pub mod mountpoint;
-pub mod snapshot_fs;
+pub mod view;
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -32,8 +33,9 @@ use fuser::{MountOption, Session, SessionACL, SessionUnmounter};
 use crate::error::{Error, IoContext, Result};
 use crate::repository::Repository;
 use fuse::FuseAdapter;
+use homes::Homes;
 use mountpoint::MountPoint;
-use snapshot_fs::SnapshotFs;
+use view::SnapshotFs;
 
 #[derive(Clone, Debug)]
 pub struct MountOptions {
@@ -47,7 +49,10 @@ pub struct MountOptions {
     /// Create the mount point and the folders on the way when missing
     /// (owned like the folder each is made in).
     pub mkdir: bool,
-    pub view: snapshot_fs::Options,
+    /// Bind each account's folder into its home here (`--bind-homes`,
+    /// with `--per-account`).
+    pub bind_homes: Option<bind::Template>,
+    pub view: view::Options,
 }
 
 /// A mounted, not yet served file system.
@@ -55,6 +60,7 @@ pub struct Mounted {
     session: Session<FuseAdapter>,
     mountpoint: PathBuf,
     unmounter: Unmounter,
+    homes: Option<Arc<Homes>>,
 }
 
 /// Who unmounts at a stop signal.
@@ -72,6 +78,11 @@ pub fn mount(repo_path: &Path, opts: &MountOptions) -> Result<Mounted> {
     // before any thread (prefetchers, workers) starts, so all inherit it.
     block_stop_signals();
     limit_malloc_fragmentation();
+    // What a killed daemon left goes first: its mount is where ours goes.
+    let homes = match &opts.bind_homes {
+        Some(template) => Some(Homes::prepare(&opts.mountpoint, template.clone())?),
+        None => None,
+    };
     let place = MountPoint::resolve(&opts.mountpoint, opts.mkdir)?;
     let target = place.open_target(opts.mkdir)?;
     // The repository by its absolute path: nothing below depends on the
@@ -106,6 +117,7 @@ pub fn mount(repo_path: &Path, opts: &MountOptions) -> Result<Mounted> {
         session,
         mountpoint,
         unmounter,
+        homes,
     })
 }
 
@@ -167,19 +179,46 @@ impl Mounted {
             session,
             mountpoint,
             unmounter,
+            homes,
         } = self;
+        if let Some(homes) = &homes {
+            let homes = homes.clone();
+            let spawned = std::thread::Builder::new()
+                .name("homes".into())
+                .spawn(move || homes.run());
+            if let Err(e) = spawned {
+                tracing::warn!("no thread binding homes: {e}");
+            }
+        }
         let shown = mountpoint.clone();
         let spawned = std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
                 let signal = wait_for_stop_signal();
                 tracing::info!("signal {signal}: unmounting {}", shown.display());
+                if let Some(homes) = homes {
+                    stop_binding(&homes);
+                }
                 unmount_at_stop(unmounter, &shown);
             });
         if let Err(e) = spawned {
             tracing::warn!("no signal thread, stop with snapfs unmount: {e}");
         }
         session.run().at(mountpoint)
+    }
+}
+
+/// Take the binds away (and with them the mount: [`bind::clear`] ends with
+/// it); a busy one is detached, the kernel finishes when its last user
+/// leaves.
+fn stop_binding(homes: &Homes) {
+    match homes.stop(true) {
+        Ok(cleared) => {
+            for (place, e) in cleared.failed {
+                tracing::warn!("could not unmount {}: {e}", place.display());
+            }
+        }
+        Err(e) => tracing::warn!("taking the binds away: {e}"),
     }
 }
 

@@ -71,6 +71,37 @@ pub fn account_folder(account: &str) -> String {
     folder
 }
 
+/// The account whose folder [`account_folder`] names `folder`, when the
+/// name can be read back from it (every folder but the hashed `~` ones
+/// and names this code never writes).
+pub fn account_of_folder(folder: &str) -> Option<String> {
+    if folder == "%" {
+        return Some(String::new());
+    }
+    let bytes = folder.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let account = String::from_utf8(out).ok()?;
+    // Only the canonical spelling: one account, one folder.
+    (account_folder(&account) == folder).then_some(account)
+}
+
+/// The account folders of the repository's snapshot files (layout 2),
+/// without listing what is in them.
+pub fn account_folders(repo: &Repository) -> Result<Vec<String>> {
+    repo.backend().list_folders(FileType::Snapshot)
+}
+
 /// Write a snapshot record; returns its id. Call only after the packer has
 /// flushed everything the snapshot references.
 pub fn save(repo: &Repository, snapshot: &Snapshot) -> Result<Id> {
@@ -370,6 +401,23 @@ mod tests {
         assert_eq!(listed, saved, "every snapshot, oldest first");
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].0, garbage.to_hex());
+    }
+
+    #[test]
+    fn folders_read_back_as_their_account() {
+        for account in ["alice", "web-1_a.b", ".hidden", "..", "", "été x", "a/b"] {
+            let folder = account_folder(account);
+            assert_eq!(
+                account_of_folder(&folder).as_deref(),
+                Some(account),
+                "{folder}"
+            );
+        }
+        let long = "x".repeat(101);
+        assert_eq!(account_of_folder(&account_folder(&long)), None, "hashed");
+        for odd in ["%2e", "%2", "%ZZ", "%FF", "a%2Fb/c", "%61"] {
+            assert_eq!(account_of_folder(odd), None, "{odd}");
+        }
     }
 
     #[test]

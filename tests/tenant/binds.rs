@@ -4,9 +4,8 @@
 //! SFTP included, cannot write there, and cannot read another's. A killed
 //! daemon leaves stale binds that `clear` removes, moved ones included.
 //!
-//! Until the mount has its per-account top level, the folder bound is a
-//! day folder of the plain mount (alice's backups on one day, bob's on
-//! another), which shows its source folder's owner and mode (0700).
+//! The mount is `--per-account`: the folder bound is the account's
+//! (0500, its user's), holding `latest` and one folder per day.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
@@ -93,7 +92,7 @@ impl Host {
         run(Command::new(SNAPFS)
             .arg("--repo")
             .arg(self.tmp.path().join("repo"))
-            .args(["mount", "--daemon", "--allow-other", "--utc"])
+            .args(["mount", "--daemon", "--per-account", "--utc"])
             .arg(self.mnt()));
     }
 
@@ -105,16 +104,11 @@ impl Host {
         self.template.target(&user.name).unwrap()
     }
 
-    /// Bind `user`'s day folder of the mount at their `~/admin/backup`.
+    /// Bind `user`'s folder of the mount at their `~/admin/backup`.
     fn bind(&self, user: &User) -> snapfs::error::Result<Bound> {
-        let day = if user.name == self.alice.name {
-            ALICE_DAY
-        } else {
-            BOB_DAY
-        };
         let root: OwnedFd =
             nofollow::open_folder("mount", &self.mnt(), Missing::Refuse, SEARCH_FLAGS)?;
-        let source = Source::in_mount(root.as_fd(), day)?;
+        let source = Source::in_mount(root.as_fd(), &user.name)?;
         let owner = Owner {
             uid: user.uid,
             gid: user.gid,
@@ -212,7 +206,7 @@ fn each_user_reads_their_own_bind_over_ssh_and_sftp_and_nobody_elses() {
         host.sshd.sftp(
             &alice.name,
             &format!(
-                "ls -1 /\nls -1 /admin/backup\nget -r /admin/backup {}\n",
+                "ls -1 /\nls -1 /admin/backup\nget -r /admin/backup/{ALICE_DAY} {}\n",
                 got.display()
             ),
         ),
@@ -222,16 +216,21 @@ fn each_user_reads_their_own_bind_over_ssh_and_sftp_and_nobody_elses() {
         said.contains("/admin\n") && !said.contains("/etc"),
         "chrooted: {said}"
     );
-    assert!(said.contains("/admin/backup/www"), "{said}");
-    diff_r(&host.site(alice), &got.join("backup"));
+    assert!(
+        said.contains(&format!("/admin/backup/{ALICE_DAY}\n")),
+        "{said}"
+    );
+    assert!(said.contains("/admin/backup/latest\n"), "{said}");
+    assert!(!said.contains(BOB_DAY), "only her own days: {said}");
+    diff_r(&host.site(alice), &got.join(ALICE_DAY));
     std::fs::write(host.tmp.path().join("upload"), b"x").unwrap();
     let put = format!(
-        "put {} /admin/backup/www/x\n",
+        "put {} /admin/backup/latest/www/x\n",
         host.tmp.path().join("upload").display()
     );
     // EROFS: OpenSSH's SFTP has no code for it and says "Failure".
     refused("alice's put", host.sshd.sftp(&alice.name, &put), "Failure");
-    assert!(!host.target(alice).join("www/x").exists());
+    assert!(!host.target(alice).join("latest/www/x").exists());
     // Chrooted: no shell.
     let shell = host.sshd.ssh(&alice.name, "cat /etc/passwd");
     assert!(
@@ -243,19 +242,26 @@ fn each_user_reads_their_own_bind_over_ssh_and_sftp_and_nobody_elses() {
     let said = ok(
         "bob's ssh",
         host.sshd
-            .ssh(&bob.name, "cat ~/admin/backup/www/index.html"),
+            .ssh(&bob.name, "cat ~/admin/backup/latest/www/index.html"),
         &host.sshd,
     );
     assert_eq!(said, bob.name);
     refused(
         "bob's touch",
-        host.sshd.ssh(&bob.name, "touch ~/admin/backup/www/new"),
+        host.sshd
+            .ssh(&bob.name, "touch ~/admin/backup/latest/www/new"),
         "Read-only file system",
     );
     let theirs = host.target(alice).display().to_string();
     for command in [
         format!("ls {theirs}"),
-        format!("cat {theirs}/www/index.html"),
+        format!("cat {theirs}/latest/www/index.html"),
+        format!("ls {}/{}", host.mnt().display(), alice.name),
+        format!(
+            "cat {}/{}/{ALICE_DAY}/www/index.html",
+            host.mnt().display(),
+            alice.name
+        ),
     ] {
         refused(
             &command,
@@ -267,7 +273,7 @@ fn each_user_reads_their_own_bind_over_ssh_and_sftp_and_nobody_elses() {
     // globs the name first, says "not found" when it may not look, and
     // carries on (exit 0).
     let get = format!(
-        "get {theirs}/www/index.html {}\n",
+        "get {theirs}/{ALICE_DAY}/www/index.html {}\n",
         host.tmp.path().display()
     );
     let out = host.sshd.sftp(&bob.name, &get);
@@ -306,7 +312,7 @@ fn each_user_reads_their_own_bind_over_ssh_and_sftp_and_nobody_elses() {
     let said = ok(
         "bob's ssh",
         host.sshd
-            .ssh(&bob.name, "cat ~/admin/backup/www/index.html"),
+            .ssh(&bob.name, "cat ~/admin/backup/latest/www/index.html"),
         &host.sshd,
     );
     assert_eq!(said, bob.name, "bob's bind is still there");
@@ -384,7 +390,7 @@ fn binds_left_by_a_killed_daemon_are_cleared_moved_ones_too_and_made_again() {
     for user in [&host.alice, &host.bob] {
         assert!(matches!(host.bind(user).unwrap(), Bound::Made(_)));
     }
-    let page = std::fs::read(host.target(&host.alice).join("www/index.html")).unwrap();
+    let page = std::fs::read(host.target(&host.alice).join("latest/www/index.html")).unwrap();
     assert_eq!(page, host.alice.name.as_bytes());
     // And at a stop, clear takes away live binds and the mount alike.
     let cleared = host.clear();
@@ -493,7 +499,7 @@ fn measure_binding_and_clearing_many_homes() {
         std::fs::create_dir_all(homes.join(name)).unwrap();
     }
     let root = nofollow::open_folder("mount", &host.mnt(), Missing::Refuse, SEARCH_FLAGS).unwrap();
-    let source = Source::in_mount(root.as_fd(), ALICE_DAY).unwrap();
+    let source = Source::in_mount(root.as_fd(), &host.alice.name).unwrap();
     let owner = Owner { uid: 0, gid: 0 };
     let started = Instant::now();
     for name in &names {

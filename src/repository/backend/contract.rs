@@ -157,6 +157,14 @@ fn folders(backend: &dyn Backend) {
     assert!(folder("ali").is_empty(), "a folder is not a name prefix");
     assert!(folder("../index").is_empty());
     assert_eq!(backend.read(FileType::Snapshot, "alice/a1").unwrap(), b"22");
+    let mut folders = backend.list_folders(FileType::Snapshot).unwrap();
+    folders.sort();
+    assert_eq!(
+        folders,
+        [odd, "alice"],
+        "folders, not the files beside them"
+    );
+    assert!(backend.list_folders(FileType::Index).unwrap().is_empty());
 
     backend
         .rename(FileType::Snapshot, "s1", "carol/s1")

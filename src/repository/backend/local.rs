@@ -418,6 +418,13 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
+    fn list_folders(&self, kind: FileType) -> Result<Vec<String>> {
+        match kind {
+            FileType::Snapshot => Self::folders(&self.dir(kind)),
+            _ => Ok(Vec::new()),
+        }
+    }
+
     fn remove(&self, kind: FileType, name: &str) -> Result<()> {
         let path = self.path(kind, name);
         match fs::remove_file(&path) {

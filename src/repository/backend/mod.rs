@@ -118,6 +118,10 @@ pub trait Backend: Send + Sync {
     /// as `list` names them, without listing the others: a mount of one
     /// account lists its folder every few seconds.
     fn list_folder(&self, kind: FileType, folder: &str) -> Result<Vec<(String, u64)>>;
+    /// The folders of `kind` (snapshots: one per account), without their
+    /// files: a mount of every account lists these every few seconds and
+    /// an account's files only when that account is looked at.
+    fn list_folders(&self, kind: FileType) -> Result<Vec<String>>;
     /// Remove a file; a file that is already gone is not an error.
     fn remove(&self, kind: FileType, name: &str) -> Result<()>;
     /// Move file `from` to `to` (another folder, say), replacing `to`;

@@ -187,7 +187,14 @@ impl S3Backend {
     /// The keys under `prefix` (ending in `/`, or empty) and their sizes,
     /// without `prefix`.
     fn list_keys(&self, prefix: &str, listing: Listing) -> Result<Vec<(String, u64)>> {
+        Ok(self.list_level(prefix, listing)?.0)
+    }
+
+    /// The keys under `prefix` with their sizes, and (one level deep) the
+    /// folders below it, all without `prefix` (folders without their `/`).
+    fn list_level(&self, prefix: &str, listing: Listing) -> Result<(Keys, Vec<String>)> {
         let mut out = Vec::new();
+        let mut folders = Vec::new();
         let mut token: Option<String> = None;
         let mut body = Vec::new();
         loop {
@@ -217,11 +224,17 @@ impl S3Backend {
                     out.push((rest.to_string(), object.size));
                 }
             }
+            for common in page.common_prefixes {
+                let folder = common.prefix.strip_prefix(prefix);
+                if let Some(folder) = folder.and_then(|f| f.strip_suffix('/')) {
+                    folders.push(folder.to_string());
+                }
+            }
             match page.next_continuation_token {
                 Some(next) if !next.is_empty() && listing != Listing::FirstPage => {
                     token = Some(next)
                 }
-                _ => return Ok(out),
+                _ => return Ok((out, folders)),
             }
         }
     }
@@ -233,6 +246,9 @@ impl S3Backend {
         )
     }
 }
+
+/// Keys (names below a prefix) and their sizes.
+type Keys = Vec<(String, u64)>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Listing {
@@ -442,6 +458,16 @@ impl Backend for S3Backend {
             .into_iter()
             .map(named)
             .collect())
+    }
+
+    fn list_folders(&self, kind: FileType) -> Result<Vec<String>> {
+        if kind != FileType::Snapshot {
+            return Ok(Vec::new());
+        }
+        let (_, mut folders) = self.list_level(&self.folder(kind), Listing::OneLevel)?;
+        // As in the local folder: `.`-names are no part of the repository.
+        folders.retain(|f| !f.is_empty() && !f.starts_with('.'));
+        Ok(folders)
     }
 
     fn remove(&self, kind: FileType, name: &str) -> Result<()> {

@@ -27,10 +27,14 @@
 //!   (`mount::bind`), used over a real sshd (`tests/sshd`): each user reads
 //!   their own over SSH and SFTP, chrooted SFTP too, and not another's; a
 //!   planted link is refused; a killed daemon's binds are cleared.
+//! - `host_mount`: `mount --per-account --bind-homes` as the unit runs it:
+//!   every home bound, a new account's within seconds, a SIGKILLed daemon
+//!   restarted by the same command with nothing stale, a stop unbinds all.
 
 mod backup_race;
 mod binds;
 mod day_folders;
+mod host_mount;
 mod mount_links;
 mod restore_race;
 mod run_accounts;

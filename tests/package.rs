@@ -82,6 +82,7 @@ fn the_package_has_what_an_operator_expects_and_lintian_finds_no_error() {
         "./usr/lib/systemd/system/snapfs-run.service",
         "./usr/lib/systemd/system/snapfs-run.timer",
         "./usr/lib/systemd/system/snapfs-backup@.timer",
+        "./usr/lib/systemd/system/snapfs-mount.service",
         "./usr/share/man/man1/snapfs.1.gz",
         "./usr/share/man/man1/snapfs-backup.1.gz",
         "./usr/share/man/man1/snapfs-mount.1.gz",

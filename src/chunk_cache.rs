@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
-type Chunk = Arc<Vec<u8>>;
+/// A decompressed chunk, shared by the cache and its readers.
+pub type Chunk = Arc<Vec<u8>>;
 
 pub struct ChunkCache {
     budget: usize,

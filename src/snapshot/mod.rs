@@ -12,6 +12,7 @@
 //! is where files are put, not what they mean: readers still check the
 //! account inside.
 
+pub mod chunk_source;
 pub mod file_reader;
 pub mod record;
 pub mod tree;

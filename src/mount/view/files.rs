@@ -1,21 +1,14 @@
-//! The read path: chunk tables of the files being read, the chunk cache,
-//! and the threads that fetch ahead of sequential readers.
+//! The read path: the chunk tables of the files being read, by inode;
+//! chunks come from the view's [`ChunkSource`](crate::snapshot::chunk_source).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-
-use crossbeam_channel::{Sender, TrySendError};
 
 use super::{lock, Inode, SnapshotFs, Warned};
-use crate::chunk_cache::ChunkCache;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::repository::Repository;
 use crate::snapshot::file_reader::FileReader;
 
-/// How many chunks past a sequential read to fetch in the background.
-const PREFETCH_AHEAD: usize = 8;
 /// The largest read the kernel sends (FUSE's max_pages, 256 pages); larger
 /// gathering buffers are not kept.
 pub(super) const MAX_READ: usize = 1 << 20;
@@ -95,13 +88,11 @@ impl SnapshotFs {
     ) -> Result<R> {
         let file = self.open_file(ino)?;
         let fetch = |id: &Id, len: usize| {
-            self.chunks
-                .get(id, len, |buffer| self.repo.load_blob_into(id, buffer))
-                .inspect_err(|e| {
-                    self.warn_once(Warned::Object(*id), || {
-                        format!("{}: chunk {id}: {e}", self.path_of(ino))
-                    })
+            self.chunks.get(id, len).inspect_err(|e| {
+                self.warn_once(Warned::Object(*id), || {
+                    format!("{}: chunk {id}: {e}", self.path_of(ino))
                 })
+            })
         };
         let reader = &file.reader;
         let mut read_end = offset;
@@ -113,71 +104,8 @@ impl SnapshotFs {
         // slightly out of order.
         let last = file.last_end.swap(read_end, Ordering::Relaxed);
         if read_end > offset && last.abs_diff(offset) <= 4 << 20 {
-            self.prefetch_after(reader, read_end);
+            self.chunks.prefetch_after(reader, read_end);
         }
         Ok(result)
-    }
-
-    fn prefetch_after(&self, reader: &FileReader, end: u64) {
-        let Some(tx) = &self.prefetch else { return };
-        let Some(first) = reader.chunk_index_at(end) else {
-            return;
-        };
-        for i in first..(first + PREFETCH_AHEAD).min(reader.chunk_count()) {
-            let (id, start, end) = reader.chunk(i);
-            if self.chunks.peek(&id).is_some() {
-                continue;
-            }
-            match tx.try_send((id, (end - start) as usize)) {
-                Ok(()) | Err(TrySendError::Full(_)) => {}
-                Err(TrySendError::Disconnected(_)) => return,
-            }
-        }
-    }
-}
-
-pub(super) fn spawn_prefetchers(
-    repo: &Arc<Repository>,
-    chunks: &Arc<ChunkCache>,
-    threads: usize,
-) -> Sender<(Id, usize)> {
-    // Bounded: when readers outrun the prefetchers, dropping a prefetch is
-    // better than queueing work whose reader has moved on.
-    let (tx, rx) = crossbeam_channel::bounded::<(Id, usize)>(16);
-    for n in 0..threads {
-        let (repo, chunks, rx) = (repo.clone(), chunks.clone(), rx.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("prefetch-{n}"))
-            .spawn(move || {
-                for (id, len) in rx {
-                    // Errors are the reader's to report, when it gets there.
-                    let _ = chunks.get(&id, len, |buffer| repo.load_blob_into(&id, buffer));
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("no prefetch thread: {e}");
-        }
-    }
-    tx
-}
-
-/// A thread that empties the chunk cache once it has been idle for `idle`,
-/// checking a few times per period; it ends with the cache.
-pub(super) fn spawn_idle_release(chunks: &Arc<ChunkCache>, idle: Duration) {
-    let chunks = Arc::downgrade(chunks);
-    let spawned = std::thread::Builder::new()
-        .name("idle-release".into())
-        .spawn(move || loop {
-            std::thread::sleep(idle / 4);
-            let Some(chunks) = chunks.upgrade() else {
-                return;
-            };
-            let freed = chunks.release_if_idle(idle);
-            if freed > 0 {
-                tracing::debug!("idle for {idle:?}: released {freed} bytes of cached chunks");
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!("no idle-release thread: {e}");
     }
 }

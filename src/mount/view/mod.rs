@@ -23,29 +23,30 @@
 //! Nothing is read at mount time but the snapshot records (and, with
 //! account folders, not even those: see [`top`]); trees load when a
 //! directory is first looked into. The module's parts: [`inodes`] (the
-//! numbers), [`top`] (the levels above the snapshots), [`files`] (the read
-//! path); this file holds the operations.
+//! numbers), [`top`] (the levels above the snapshots), [`attrs`] (what
+//! `stat` and xattrs show), [`files`] (the read path, over a
+//! [`ChunkSource`] shared by every file); this file holds the operations.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
-use crossbeam_channel::Sender;
 
 use crate::buffer_pool::BufferPool;
-use crate::chunk_cache::ChunkCache;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::mount::acl;
 use crate::repository::Repository;
+use crate::snapshot::chunk_source::{ChunkSource, ChunkSourceOptions};
 use crate::snapshot::{Node, NodeKind, Timestamp, Tree};
 use crate::weighted_lru::WeightedLru;
-use files::{spawn_idle_release, spawn_prefetchers, OpenFile, MAX_READ, READERS_BYTES};
+use files::{OpenFile, MAX_READ, READERS_BYTES};
 use inodes::{Inode, Inodes};
 use top::Snapshots;
 pub use top::Top;
 
+mod attrs;
 mod files;
 mod inodes;
 mod top;
@@ -146,7 +147,7 @@ enum Warned {
 
 pub struct SnapshotFs {
     repo: Arc<Repository>,
-    chunks: Arc<ChunkCache>,
+    chunks: ChunkSource,
     opts: Options,
     snapshots: RwLock<Snapshots>,
     /// Held while listing: two threads never list at once.
@@ -160,7 +161,6 @@ pub struct SnapshotFs {
     /// What was already warned about: one log line per damaged chunk or
     /// tree, or file whose chunks cannot be mapped, not one per read.
     warned: Mutex<HashSet<Warned>>,
-    prefetch: Option<Sender<(Id, usize)>>,
     /// Where reads across two chunks are gathered (about half of the
     /// kernel's megabyte reads of a large file).
     span_buffers: BufferPool,
@@ -173,12 +173,14 @@ impl SnapshotFs {
     /// The view of `repo`. Reads the snapshot records, nothing else.
     pub fn new(repo: Repository, opts: Options) -> Result<SnapshotFs> {
         let repo = Arc::new(repo);
-        let chunks = Arc::new(ChunkCache::new(opts.cache_bytes));
-        let prefetch = (opts.prefetch_threads > 0)
-            .then(|| spawn_prefetchers(&repo, &chunks, opts.prefetch_threads));
-        if let Some(idle) = opts.release_idle_after {
-            spawn_idle_release(&chunks, idle);
-        }
+        let chunks = ChunkSource::new(
+            repo.clone(),
+            &ChunkSourceOptions {
+                cache_bytes: opts.cache_bytes,
+                prefetch_threads: opts.prefetch_threads,
+                release_idle_after: opts.release_idle_after,
+            },
+        );
         let mut inodes = Inodes::default();
         inodes.push(Inode::Root);
         let now = Utc::now();
@@ -193,7 +195,6 @@ impl SnapshotFs {
             trees: Mutex::new(WeightedLru::new(TREE_CACHE_BYTES)),
             readers: Mutex::new(WeightedLru::new(READERS_BYTES)),
             warned: Mutex::new(HashSet::new()),
-            prefetch,
             span_buffers: BufferPool::new(4, MAX_READ),
             owner: unsafe { (libc::geteuid(), libc::getegid()) },
             mounted_at: Timestamp {
@@ -324,57 +325,6 @@ impl SnapshotFs {
             // been first meanwhile).
             Some(k) => *inodes.hard_links.entry(k).or_insert(ino),
             None => ino,
-        }
-    }
-
-    fn node_attr(&self, ino: u64, node: &Node) -> Attr {
-        let size = match node.kind {
-            NodeKind::File => node.size,
-            NodeKind::Symlink => node.link_target.len() as u64,
-            _ => 0,
-        };
-        let perm = match node.xattrs.iter().find(|x| x.name == acl::ACCESS_ACL_XATTR) {
-            Some(x) => acl::narrowed_perm(node.mode & 0o7777, &x.value),
-            None => node.mode & 0o7777,
-        };
-        Attr {
-            ino,
-            kind: node.kind,
-            perm,
-            nlink: node.links.max(1),
-            uid: node.uid,
-            gid: node.gid,
-            size,
-            blocks: if node.kind == NodeKind::File {
-                size.div_ceil(512)
-            } else {
-                0
-            },
-            atime: node.atime,
-            mtime: node.mtime,
-            ctime: node.ctime,
-            rdev: node.rdev,
-        }
-    }
-
-    fn synthetic_attr(&self, ino: u64, kind: NodeKind, size: u64, time: Timestamp) -> Attr {
-        Attr {
-            ino,
-            kind,
-            perm: if kind == NodeKind::Symlink {
-                0o777
-            } else {
-                0o755
-            },
-            nlink: if ino == ROOT_INO { 2 } else { 1 },
-            uid: self.owner.0,
-            gid: self.owner.1,
-            size,
-            blocks: 0,
-            atime: time,
-            mtime: time,
-            ctime: time,
-            rdev: 0,
         }
     }
 
@@ -537,44 +487,6 @@ impl SnapshotFs {
             }
             _ => Err(Error::Invalid(format!("inode {ino} is not a symlink"))),
         }
-    }
-
-    /// The value of extended attribute `name`, `None` if there is none.
-    /// SELinux labels and POSIX ACLs are not presented (see
-    /// [`NOT_PRESENTED_XATTR`] and [`acl`]): asking for one is `Unsupported`.
-    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Option<Vec<u8>>> {
-        if !is_presented(name) {
-            return Err(Error::Unsupported(format!(
-                "the mount does not present {}",
-                String::from_utf8_lossy(name)
-            )));
-        }
-        let Inode::Entry { tree, idx, .. } = self.inode(ino)? else {
-            return Ok(None);
-        };
-        let (t, i) = self.entry_node(&tree, idx)?;
-        Ok(t.nodes[i]
-            .xattrs
-            .iter()
-            .find(|x| x.name == name)
-            .map(|x| x.value.clone()))
-    }
-
-    /// The names of the extended attributes, each followed by a NUL, as
-    /// `listxattr(2)` returns them.
-    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
-        let Inode::Entry { tree, idx, .. } = self.inode(ino)? else {
-            return Ok(Vec::new());
-        };
-        let (t, i) = self.entry_node(&tree, idx)?;
-        let mut out = Vec::new();
-        for x in t.nodes[i].xattrs.iter() {
-            if is_presented(&x.name) {
-                out.extend_from_slice(&x.name);
-                out.push(0);
-            }
-        }
-        Ok(out)
     }
 
     /// The attributes at a slash-separated path from the mount's root, by

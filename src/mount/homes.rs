@@ -8,7 +8,7 @@
 //! lists the mount's root every [`ROUND`] (through the kernel, as any
 //! reader would: the view lists the repository's account folders) and
 //! binds each account it has not bound yet, so an account's first backup
-//! shows in its home within seconds, without a restart. Every [`RECHECK`]
+//! shows in its home within seconds, without a restart. Every `RECHECK` (a minute)
 //! it binds every account again, which does nothing where its bind is in
 //! place and repairs one an administrator took away. At a stop, binds go
 //! first, then the mount.

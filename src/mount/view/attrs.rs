@@ -65,7 +65,7 @@ impl SnapshotFs {
 
     /// The value of extended attribute `name`, `None` if there is none.
     /// SELinux labels and POSIX ACLs are not presented (see
-    /// [`NOT_PRESENTED_XATTR`] and [`acl`]): asking for one is `Unsupported`.
+    /// [`NOT_PRESENTED_XATTR`](super::NOT_PRESENTED_XATTR) and [`acl`]): asking for one is `Unsupported`.
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Option<Vec<u8>>> {
         if !is_presented(name) {
             return Err(Error::Unsupported(format!(

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! or, with several accounts, the same one level down (`/alice/latest`);
-//! [`top`] decides which.
+//! `top` decides which.
 //!
 //! Inode numbers are allocated on first sight and never reused, so they are
 //! stable for the life of the mount. The entries of a directory get a range
@@ -21,10 +21,10 @@
 //! link) share the first number given to them within a snapshot.
 //!
 //! Nothing is read at mount time but the snapshot records (and, with
-//! account folders, not even those: see [`top`]); trees load when a
-//! directory is first looked into. The module's parts: [`inodes`] (the
-//! numbers), [`top`] (the levels above the snapshots), [`attrs`] (what
-//! `stat` and xattrs show), [`files`] (the read path, over a
+//! account folders, not even those: see `top`); trees load when a
+//! directory is first looked into. The module's parts: `inodes` (the
+//! numbers), `top` (the levels above the snapshots), `attrs` (what
+//! `stat` and xattrs show), `files` (the read path, over a
 //! [`ChunkSource`] shared by every file); this file holds the operations.
 
 use std::collections::HashSet;

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "servers/mod.rs"]
+mod servers;
 #[path = "sshd/mod.rs"]
 mod sshd;
 
@@ -837,4 +839,76 @@ fn files_stay_readable_while_prune_repacks_and_forgotten_days_vanish() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(m.path("2025-04-03").is_dir());
+}
+
+/// A repository on S3 (a throwaway SeaweedFS) mounts like a folder's:
+/// days, `latest`, file bytes; a backup made meanwhile shows up.
+#[test]
+fn an_s3_repository_mounts_and_shows_new_backups() {
+    let test = "an_s3_repository_mounts_and_shows_new_backups";
+    if !fuse_available(test) {
+        return;
+    }
+    let Some(server) = servers::seaweedfs(test) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let location = server.location(&format!("mount-{}", std::process::id()));
+    let s3 = |args: &[&str]| {
+        run(Command::new(SNAPFS)
+            .args(args)
+            .env("SNAPFS_REPO", &location)
+            .env("SNAPFS_LOG", "warn")
+            .envs(server.env()))
+    };
+    s3(&[
+        "init",
+        "--chunk-sizes",
+        "16KiB/64KiB/256KiB",
+        "--pack-size",
+        "1MiB",
+    ]);
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("www")).unwrap();
+    let big = pseudo_random(700_000, 5);
+    std::fs::write(src.join("www/big"), &big).unwrap();
+    let src_arg = src.to_str().unwrap();
+    s3(&[
+        "backup",
+        "--account",
+        "alice",
+        "--time",
+        "2026-11-23T02:00:00Z",
+        src_arg,
+    ]);
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    s3(&[
+        "mount",
+        "--daemon",
+        "--utc",
+        "--per-account",
+        mnt.to_str().unwrap(),
+    ]);
+    let _mounted = Mounted {
+        dir: mnt.canonicalize().unwrap(),
+    };
+    assert_eq!(
+        std::fs::read(mnt.join("alice/2026-11-23/www/big")).unwrap(),
+        big
+    );
+    s3(&[
+        "backup",
+        "--account",
+        "bob",
+        "--time",
+        "2026-11-24T02:00:00Z",
+        src_arg,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !mnt.join("bob/latest").exists() {
+        assert!(Instant::now() < deadline, "bob's backup never showed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(std::fs::read(mnt.join("bob/latest/www/big")).unwrap(), big);
 }

@@ -65,22 +65,14 @@ pub(super) fn run_mount(g: &Global, args: MountArgs) -> anyhow::Result<u8> {
             ..Default::default()
         },
     };
-    // The mount opens the repository by path (src/mount), so far.
     let location = repo_location(g);
-    let Some(repo) = location.local_path() else {
-        return Err(crate::error::Error::Unsupported(format!(
-            "snapfs mount of an S3 repository ({location}) is not supported yet"
-        ))
-        .into());
-    };
     if args.daemon {
-        mount::daemon(repo, &opts)?;
+        mount::daemon(&location, &opts)?;
         return Ok(exit::OK);
     }
-    let mounted = mount::mount(repo, &opts)?;
+    let mounted = mount::mount(&location, &opts)?;
     eprintln!(
-        "snapfs: mounted {} at {}; stop with Ctrl-C or `fusermount3 -u {}`",
-        repo.display(),
+        "snapfs: mounted {location} at {}; stop with Ctrl-C or `snapfs unmount {}`",
         mounted.mountpoint().display(),
         mounted.mountpoint().display()
     );

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use fuser::{MountOption, Session, SessionACL, SessionUnmounter};
 
 use crate::error::{Error, IoContext, Result};
+use crate::repository::location::Location;
 use crate::repository::Repository;
 use fuse::FuseAdapter;
 use homes::Homes;
@@ -73,7 +74,7 @@ enum Unmounter {
 
 /// Mount the repository at `opts.mountpoint`. The kernel knows the file
 /// system when this returns; requests queue until [`Mounted::serve`].
-pub fn mount(repo_path: &Path, opts: &MountOptions) -> Result<Mounted> {
+pub fn mount(location: &Location, opts: &MountOptions) -> Result<Mounted> {
     // Signals are taken by one thread with sigwait (see `serve`); block them
     // before any thread (prefetchers, workers) starts, so all inherit it.
     block_stop_signals();
@@ -85,10 +86,7 @@ pub fn mount(repo_path: &Path, opts: &MountOptions) -> Result<Mounted> {
     };
     let place = MountPoint::resolve(&opts.mountpoint, opts.mkdir)?;
     let target = place.open_target(opts.mkdir)?;
-    // The repository by its absolute path: nothing below depends on the
-    // working folder.
-    let repo_path = std::path::absolute(repo_path).at(repo_path)?;
-    let repo = Repository::open(&repo_path)?;
+    let repo = Repository::open(absolute(location)?)?;
     let adapter = FuseAdapter::new(SnapshotFs::new(repo, opts.view.clone())?);
     let mut config = fuser::Config::default();
     config.acl = if opts.allow_other {
@@ -254,11 +252,11 @@ fn unmount_at_stop(unmounter: Unmounter, shown: &Path) {
 /// ready (or failed, with the child's error). The child serves until
 /// unmounted, with its standard streams on /dev/null and its warnings in
 /// syslog.
-pub fn daemon(repo_path: &Path, opts: &MountOptions) -> Result<()> {
+pub fn daemon(location: &Location, opts: &MountOptions) -> Result<()> {
     // The child changes to / so it does not hold the caller's folder busy:
     // absolute paths, made so without following any link (the mount point
     // is resolved without links in the child).
-    let repo_path = std::path::absolute(repo_path).at(repo_path)?;
+    let location = absolute(location)?;
     let mut opts = opts.clone();
     opts.mountpoint = std::path::absolute(&opts.mountpoint).at(&opts.mountpoint)?;
     let mut fds = [0; 2];
@@ -274,7 +272,7 @@ pub fn daemon(repo_path: &Path, opts: &MountOptions) -> Result<()> {
             drop(read_end);
             unsafe { libc::setsid() };
             let mut status = std::fs::File::from(write_end);
-            let code = match mount(&repo_path, &opts) {
+            let code = match mount(&location, &opts) {
                 Ok(mounted) => {
                     let _ = status.write_all(b"ok");
                     drop(status);
@@ -322,6 +320,15 @@ pub fn daemon(repo_path: &Path, opts: &MountOptions) -> Result<()> {
             }
         }
     }
+}
+
+/// A folder's location by its absolute path: nothing depends on the
+/// working folder once mounted (a daemon changes to `/`).
+fn absolute(location: &Location) -> Result<Location> {
+    Ok(match location {
+        Location::Local(path) => Location::Local(std::path::absolute(path).at(path)?),
+        other => other.clone(),
+    })
 }
 
 fn detach_stdio() {

@@ -335,7 +335,10 @@ impl SnapshotFs {
         }
         write(&self.snapshots).skipped.extend(skipped);
         loaded.sort_by_key(|a| (a.1.time, a.0));
-        if !loaded.is_empty() {
+        // Their trees and chunks are in index files written since the
+        // repository was opened, unless the index already knows their root
+        // trees (the usual case for a first look into an account).
+        if loaded.iter().any(|(_, s)| !self.repo.has_blob(&s.tree)) {
             *lock(&self.new_since_index) = true;
         }
         Ok(loaded)

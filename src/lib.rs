@@ -73,21 +73,29 @@
 //! folders a tenant owns.
 //!
 //! kernel request → `fuser` worker thread (8) → [`mount::fuse`] translates →
-//! [`mount::view::SnapshotFs`]: root listing from the snapshot records
-//! (re-listed at most every 2 s, `refresh_index` when new ones appear) →
+//! [`mount::view::SnapshotFs`]: the top level (one account's days, or a
+//! folder per account listed from the repository's account folders, each
+//! account's records read on its first look; re-listed at most every 2 s,
+//! `refresh_index` when new trees appear) →
 //! trees loaded on first look into a folder and kept in a small cache →
 //! inode numbers (a range per directory, on first sight, never reused) →
 //! the first `read` of a file maps its chunk offsets once, kept by inode
 //! number (the kernel opens files without asking the mount) → each `read`
-//! binary-searches them → [`chunk_cache::ChunkCache`]
-//! (shared fetch, byte budget, small chunks capped at an eighth) ←
-//! background prefetch of the next chunks of a sequential reader. A miss
+//! binary-searches them → [`snapshot::chunk_source::ChunkSource`]:
+//! [`chunk_cache::ChunkCache`] (shared fetch, byte budget, small chunks
+//! capped at an eighth) ← background prefetch of the next chunks of a
+//! sequential reader. A miss
 //! evicts first and decodes into the evicted chunk's buffer; compressed
 //! bytes and reads across two chunks use [`buffer_pool::BufferPool`]s, so
 //! streaming a large file maps no new memory. A damaged chunk fails the
 //! reads that need it (`EIO`), logged once ([`logging`]: syslog under
 //! `mount --daemon`). POSIX ACLs are not presented; files with one show
 //! narrowed modes ([`mount::acl`]).
+//!
+//! `mount --per-account --bind-homes` ([`mount::homes`]): before mounting,
+//! clear what a killed daemon left; once serving, list the mount's root
+//! every 2 s and bind each new account's folder into its home
+//! ([`mount::bind`], by descriptors); at a stop, unbind, then unmount.
 //!
 //! # What may run together
 //!

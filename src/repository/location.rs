@@ -35,6 +35,19 @@ pub struct S3Location {
     pub bucket: String,
     /// Empty, or folders without leading or trailing slash (`a/b`).
     pub prefix: String,
+    /// Where to keep what is read from it on local disk, if anywhere: not
+    /// part of the location, how it is reached ([`Location::with_cache`]).
+    pub cache: Option<DiskCache>,
+}
+
+/// A local disk cache of a remote repository (`--cache-dir`,
+/// [`crate::repository::backend::cached`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskCache {
+    /// The folder of every repository's cache; each gets a folder in it.
+    pub dir: PathBuf,
+    /// Bytes of pack ranges to keep, per repository.
+    pub budget: u64,
 }
 
 impl Location {
@@ -69,6 +82,15 @@ impl Location {
             return Err(malformed(text, "empty"));
         }
         Ok(Location::Local(PathBuf::from(text)))
+    }
+
+    /// This location, read through a disk cache when remote (a folder is
+    /// read directly).
+    pub fn with_cache(self, cache: Option<DiskCache>) -> Location {
+        match self {
+            Location::S3(s3) => Location::S3(S3Location { cache, ..s3 }),
+            local => local,
+        }
     }
 
     pub fn local_path(&self) -> Option<&Path> {
@@ -127,6 +149,7 @@ impl S3Location {
             endpoint: format!("{scheme}://{authority}"),
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
+            cache: None,
         })
     }
 
@@ -245,6 +268,7 @@ mod tests {
             endpoint: endpoint.into(),
             bucket: bucket.into(),
             prefix: prefix.into(),
+            cache: None,
         })
     }
 

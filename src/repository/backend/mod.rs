@@ -12,6 +12,7 @@
 //! bucket on an S3 server; a backend stores and lists opaque names only:
 //! which file is what is the repository's business.
 
+pub mod cached;
 mod direct_read;
 pub mod local;
 pub mod s3;
@@ -20,8 +21,9 @@ mod s3_request;
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::location::Location;
+use super::location::{DiskCache, Location, S3Location};
 use crate::error::Result;
+use crate::id::Id;
 pub use local::{sync_dir, write_atomic, write_atomic_mode, LocalBackend};
 pub use s3::S3Backend;
 
@@ -30,8 +32,29 @@ pub use s3::S3Backend;
 pub fn open(location: &Location) -> Result<Arc<dyn Backend>> {
     Ok(match location {
         Location::Local(path) => Arc::new(LocalBackend::new(path)),
-        Location::S3(s3) => Arc::new(S3Backend::from_env(s3.clone())?),
+        Location::S3(s3) => {
+            let remote: Arc<dyn Backend> = Arc::new(S3Backend::from_env(s3.clone())?);
+            match &s3.cache {
+                Some(cache) => with_cache(remote, s3, cache),
+                None => remote,
+            }
+        }
     })
+}
+
+/// `remote` behind its disk cache: a folder of `cache.dir` named by a hash
+/// of the location. A cache that cannot be set up is warned about and
+/// done without: it must never stop a backup.
+fn with_cache(remote: Arc<dyn Backend>, s3: &S3Location, cache: &DiskCache) -> Arc<dyn Backend> {
+    let place = format!("{}/{}/{}", s3.endpoint, s3.bucket, s3.prefix);
+    let dir = cache.dir.join(&Id::hash(place.as_bytes()).to_hex()[..32]);
+    match cached::CachedBackend::new(remote.clone(), &dir, cache.budget) {
+        Ok(cached) => Arc::new(cached),
+        Err(e) => {
+            tracing::warn!("no disk cache for {}: {e}", remote.location());
+            remote
+        }
+    }
 }
 
 /// The kinds of repository files, each in its own folder.

@@ -112,6 +112,7 @@ pub mod check;
 pub mod chunk_cache;
 pub mod chunker;
 pub mod cli;
+pub mod copy;
 pub mod display;
 pub mod error;
 pub mod forget;

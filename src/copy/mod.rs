@@ -179,6 +179,7 @@ pub fn copy(
         done_blobs: HashSet::new(),
         blobs_skipped: 0,
         walked: Walked::default(),
+        label: String::new(),
         progress,
     };
     for entry in &missing {
@@ -337,8 +338,9 @@ struct Copier<'a> {
     /// Data blobs of copied snapshots: stored, or found there, already.
     done_blobs: HashSet<Id>,
     blobs_skipped: u64,
-    /// The snapshot being copied.
+    /// The snapshot being copied, and its name on the bar.
     walked: Walked,
+    label: String,
     progress: &'a Progress,
 }
 
@@ -354,11 +356,12 @@ impl Copier<'_> {
     /// Send the blobs of `entry` that the destination lacks to its packer;
     /// returns the record's bytes, to be written once they are durable.
     fn snapshot(&mut self, entry: &SnapshotEntry) -> Result<Vec<u8>, Failure> {
-        self.progress.message(format!(
+        self.label = format!(
             "{} {}",
             entry.snapshot.account,
             entry.snapshot.taken_at().format("%Y-%m-%d %H:%M")
-        ));
+        );
+        self.progress.message(self.label.clone());
         self.walked = Walked::default();
         let record = snapshot::load_encoded(self.from, entry).map_err(source)?;
         let workers = std::thread::available_parallelism()
@@ -437,7 +440,8 @@ impl Copier<'_> {
             }
             let stats = self.packer.stats();
             self.progress.message(format!(
-                "{} blobs, {} sent",
+                "{}: {} blobs, {} stored so far",
+                self.label,
                 stats.blobs_added,
                 human_size(stats.bytes_stored)
             ));

@@ -8,7 +8,7 @@
 //! ```text
 //! cli ─┬─ run (host: config, accounts)
 //!      │    |
-//!      ├─ backup restore check ls forget prune migrate mount (view → fuse)
+//!      ├─ backup restore check ls forget prune migrate copy mount (view → fuse)
 //!      │      \        |       |    |    |      |      /
 //!      │       snapshot (Snapshot records, Tree/Node, FileReader)
 //!      │                |
@@ -28,8 +28,9 @@
 //!   a snapshot names a root tree, a [`snapshot::file_reader::FileReader`]
 //!   gives random access to a file's content.
 //! - The commands ([`backup`], [`restore`], [`check`], [`ls`], [`forget`],
-//!   [`prune`], [`migrate`], [`mount`]) are one module each, named like the
-//!   command;
+//!   [`prune`], [`migrate`], [`copy`], [`mount`]) are one module each,
+//!   named like the command; [`copy`] reads one repository and writes
+//!   another through its packer, in the backup's write order;
 //!   [`retention`] is `forget`'s policy as a pure function.
 //! - [`run`] is the nightly job of a hosting host: the accounts
 //!   [`host::accounts`] selects from the configuration ([`host::config`]),
@@ -109,7 +110,8 @@
 //! Writers never modify a file another process may read: packs, index files
 //! and snapshots are immutable and written under a temporary name, then
 //! renamed. Backups hold a shared lock and prune an exclusive one
-//! ([`repository::lock`]); readers take none. ¹ `check` may report a running
+//! ([`repository::lock`]); readers take none. `copy` runs like a backup on
+//! the repository it writes and like `restore` on the one it reads. ¹ `check` may report a running
 //! backup's or prune's packs as unreferenced. ² A reader whose blob was
 //! moved by prune reloads the index and finds it. `migrate` runs like
 //! prune (exclusive). The protocol is in docs/FORMAT.md.
@@ -120,6 +122,7 @@ pub mod check;
 pub mod chunk_cache;
 pub mod chunker;
 pub mod cli;
+pub mod copy;
 pub mod display;
 pub mod error;
 pub mod forget;

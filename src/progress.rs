@@ -33,6 +33,43 @@ impl Progress {
         }
     }
 
+    /// A bar over steps counted by [`Progress::step`] (`copy`: snapshots),
+    /// its length set once known, with a message beside it; nothing when
+    /// not wanted or stderr is not a terminal.
+    pub fn steps(wanted: bool) -> Progress {
+        let bar = (wanted && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
+            bar.set_style(
+                ProgressStyle::with_template("[{elapsed_precise}] {bar:25} {pos}/{len} {msg}")
+                    .expect("static template"),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            files: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set_length(&self, len: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(len);
+        }
+    }
+
+    pub fn step(&self) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+    }
+
+    pub fn message(&self, message: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message);
+        }
+    }
+
     pub fn file(&self, path: &Path, _size: u64) {
         let files = self.files.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(bar) = &self.bar {

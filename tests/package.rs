@@ -85,6 +85,7 @@ fn the_package_has_what_an_operator_expects_and_lintian_finds_no_error() {
         "./usr/lib/systemd/system/snapfs-mount.service",
         "./usr/share/man/man1/snapfs.1.gz",
         "./usr/share/man/man1/snapfs-backup.1.gz",
+        "./usr/share/man/man1/snapfs-copy.1.gz",
         "./usr/share/man/man1/snapfs-mount.1.gz",
         "./usr/share/man/man8/mount.snapfs.8.gz",
         "./usr/share/bash-completion/completions/snapfs",

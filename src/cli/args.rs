@@ -48,6 +48,11 @@ pub(super) enum Command {
     /// Back up every account of this host (files, databases, mail), each
     /// into one snapshot, as the host configuration says.
     Run(RunArgs),
+    /// Copy the snapshots that one repository lacks from another, with
+    /// only the chunks it lacks, verified on the way: a host's local
+    /// repository to the off-site one. A killed copy, run again, sends
+    /// what is still missing.
+    Copy(CopyArgs),
     /// List snapshots, oldest first.
     Snapshots {
         /// Only this account's snapshots.
@@ -162,6 +167,24 @@ pub(super) struct ForgetArgs {
     /// Show what would be removed without removing.
     #[arg(long)]
     pub(super) dry_run: bool,
+}
+
+#[derive(Args)]
+pub(super) struct CopyArgs {
+    /// The repository to copy from: a folder, or
+    /// s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX] (`--repo` is not used).
+    #[arg(long, value_name = "REPO", value_parser = location_parser())]
+    pub(super) from: Location,
+    /// The repository to copy into: one that exists, made with the same
+    /// --chunk-sizes as the other (the error says which).
+    #[arg(long, value_name = "REPO", value_parser = location_parser())]
+    pub(super) to: Location,
+    /// Only this account's snapshots (repeatable) [default: every account's].
+    #[arg(long, value_name = "NAME")]
+    pub(super) account: Vec<String>,
+    /// How long to wait for a prune of the destination, e.g. 30m.
+    #[arg(long, default_value = "2h", value_parser = parse_wait)]
+    pub(super) lock_wait: std::time::Duration,
 }
 
 #[derive(Args)]

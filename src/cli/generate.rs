@@ -54,7 +54,8 @@ named in a warning).
 .TP
 .B 4
 Damage: \fBcheck\fR found damage, \fBrestore\fR could not restore some
-entries, or corrupt repository data was met.
+entries, \fBcopy\fR left snapshots damaged in the source behind (it
+copied the others), or corrupt repository data was met.
 .TP
 .B 5
 Locked: a conflicting lock was held longer than \fB\-\-lock\-wait\fR.
@@ -146,12 +147,15 @@ mod tests {
         assert!(page("snapfs.1").contains(".SH \"EXIT STATUS\""));
         assert!(page("snapfs-backup.1").contains("one\\-file\\-system"));
         assert!(page("snapfs-forget.1").contains("keep\\-monthly"));
+        assert!(page("snapfs.1").contains("snapfs\\-copy"));
+        assert!(page("snapfs-copy.1").contains("\\-\\-from"));
 
         let dir = tempfile::tempdir().unwrap();
         completions(dir.path()).unwrap();
         for file in ["snapfs.bash", "_snapfs", "snapfs.fish"] {
             let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
             assert!(text.contains("lock-wait"), "{file}");
+            assert!(text.contains("copy"), "{file}");
         }
     }
 }

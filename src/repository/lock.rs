@@ -193,6 +193,12 @@ impl Lock {
         }
     }
 
+    /// The lock file's name in `locks/`: `copy` looks for it in the other
+    /// repository to tell whether both are one.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// An error from refreshing the lock, if any: the holder may have lost it.
     pub fn refresh_error(&self) -> Option<String> {
         self.refresh_error

@@ -106,18 +106,24 @@ pub fn account_folders(repo: &Repository) -> Result<Vec<String>> {
 /// Write a snapshot record; returns its id. Call only after the packer has
 /// flushed everything the snapshot references.
 pub fn save(repo: &Repository, snapshot: &Snapshot) -> Result<Id> {
-    let bytes = snapshot.encode();
-    let id = Id::hash(&bytes);
+    save_encoded(repo, &snapshot.account, &snapshot.encode())
+}
+
+/// Write a snapshot record's bytes as they are, in `account`'s folder;
+/// returns its id. `copy` writes the very bytes it read, never a
+/// re-encoding: a record written by an older snapfs would encode
+/// differently today, get another id, and be copied again on every run.
+pub fn save_encoded(repo: &Repository, account: &str, bytes: &[u8]) -> Result<Id> {
+    let id = Id::hash(bytes);
     let file = if repo.config().snapshot_folders() {
-        format!("{}/{id}", account_folder(&snapshot.account))
+        format!("{}/{id}", account_folder(account))
     } else {
         id.to_hex()
     };
     // Only if absent: a record is named by its hash, so one already there
     // holds these very bytes, and on object storage a create that cannot
     // replace anything is the safe kind of write.
-    repo.backend()
-        .write_new(FileType::Snapshot, &file, &bytes)?;
+    repo.backend().write_new(FileType::Snapshot, &file, bytes)?;
     Ok(id)
 }
 
@@ -162,6 +168,21 @@ pub fn list_files(repo: &Repository, account: Option<&str>) -> Result<Vec<(Strin
     let mut files = backend.list_folder(FileType::Snapshot, "")?;
     files.extend(backend.list_folder(FileType::Snapshot, &account_folder(account))?);
     Ok(files)
+}
+
+/// The ids of the snapshot files that may hold `account`'s snapshots (or
+/// of all), from their names alone: a record is named by its hash, so a
+/// repository that has the name has the record, and nothing is read.
+pub fn ids(repo: &Repository, account: Option<&str>) -> Result<Vec<Id>> {
+    Ok(list_files(repo, account)?
+        .iter()
+        .filter_map(|(name, _)| id_of_file(name))
+        .collect())
+}
+
+/// The id a snapshot file's name gives (`alice/<id>` or `<id>`), if any.
+pub fn id_of_file(name: &str) -> Option<Id> {
+    Id::from_hex(backend::file_of(name)).ok()
 }
 
 /// Threads reading snapshot files at most.
@@ -212,6 +233,12 @@ pub fn load_many(repo: &Repository, names: &[String]) -> Vec<(String, Result<Sna
             })
             .collect()
     })
+}
+
+/// The record of `entry` as stored, verified against its id: what `copy`
+/// writes to the other repository.
+pub fn load_encoded(repo: &Repository, entry: &SnapshotEntry) -> Result<Vec<u8>> {
+    repo.read_verified(FileType::Snapshot, &entry.file)
 }
 
 fn load_named(repo: &Repository, name: &str) -> Result<SnapshotEntry> {

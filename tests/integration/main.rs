@@ -4,6 +4,9 @@
 //! - `roundtrip`:  every node type, odd names, sparse and multi-chunk files,
 //!   metadata; `ls`, `snapshots` and selectors.
 //! - `dedup`:      re-backups and small edits add almost nothing.
+//! - `copy`:       copies between repositories (folders, S3 and back)
+//!   restore every snapshot as the source does; a second copy sends only
+//!   new chunks; a copy killed at any point and rerun checks clean.
 //! - `crash`:      SIGKILL during backup never harms earlier snapshots, and
 //!   during migrate never loses one.
 //! - `corruption`: damaged repositories give clear errors, never panics,
@@ -32,6 +35,7 @@
 //!   through a symlink, repeated zero chunks.
 
 mod concurrent;
+mod copy;
 mod corruption;
 mod crash;
 mod dedup;

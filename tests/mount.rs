@@ -911,4 +911,19 @@ fn an_s3_repository_mounts_and_shows_new_backups() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(std::fs::read(mnt.join("bob/latest/www/big")).unwrap(), big);
+    // What it read is on local disk now, private: a restart fetches no
+    // index file and no chunk it read before (unit-tested in
+    // backend::cached).
+    let caches: Vec<PathBuf> = std::fs::read_dir(server.cache_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        caches
+            .iter()
+            .any(|c| c.join("index").is_dir() && c.join("ranges").is_dir()),
+        "{caches:?}"
+    );
+    let mode = std::fs::metadata(&caches[0]).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o700);
 }

@@ -37,6 +37,29 @@ pub(super) struct Global {
     /// Print results as JSON for scripts.
     #[arg(long, global = true)]
     pub(super) json: bool,
+    /// Keep what is read from a remote (S3) repository on local disk here:
+    /// index files, snapshot records and the chunks read, verified by hash
+    /// [default: /var/cache/snapfs as root, ~/.cache/snapfs otherwise]
+    #[arg(long, global = true, env = "SNAPFS_CACHE_DIR", value_name = "DIR")]
+    pub(super) cache_dir: Option<PathBuf>,
+    /// Read a remote repository without the disk cache.
+    #[arg(
+        long,
+        global = true,
+        env = "SNAPFS_NO_CACHE",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub(super) no_cache: bool,
+    /// Disk space for chunks in the cache, per repository (index files and
+    /// records come on top).
+    #[arg(
+        long,
+        global = true,
+        env = "SNAPFS_DISK_CACHE_SIZE",
+        default_value = "4GiB"
+    )]
+    pub(super) disk_cache_size: String,
 }
 
 #[derive(Subcommand)]

@@ -3,7 +3,7 @@
 //! source kept a snapshot back.
 
 use super::args::{CopyArgs, Global};
-use super::{exit, warn_if_exposed};
+use super::{cached, exit, warn_if_exposed};
 use crate::copy::{self, CopyOptions};
 use crate::display::human_size;
 use crate::error::Error;
@@ -11,6 +11,12 @@ use crate::progress::Progress;
 use crate::repository::Repository;
 
 pub(super) fn run(g: &Global, args: CopyArgs) -> anyhow::Result<u8> {
+    let (from_location, to_location) = (cached(g, args.from), cached(g, args.to));
+    let args = CopyArgs {
+        from: from_location,
+        to: to_location,
+        ..args
+    };
     let from = Repository::open(&args.from)?;
     // Not made here: the destination's chunk sizes must be the source's,
     // and where it lives (which bucket, which disk) is the operator's call.

@@ -12,8 +12,9 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::display::human_size;
+use crate::display::{human_size, parse_size};
 use crate::error::Error;
+use crate::repository::location::DiskCache;
 use crate::repository::{Location, Repository};
 use args::{Cli, Command, Global};
 use commands::*;
@@ -86,12 +87,42 @@ fn log_peak_memory() {
     }
 }
 
-/// `--repo`, then `SNAPFS_REPO` (clap reads both), then the default.
+/// `--repo`, then `SNAPFS_REPO` (clap reads both), then the default;
+/// with the disk cache when remote.
 fn repo_location(global: &Global) -> Location {
-    match &global.repo {
+    let location = match &global.repo {
         Some(location) => location.clone(),
         None => Location::Local(default_repo_path()),
+    };
+    cached(global, location)
+}
+
+/// `location` read through the disk cache of `--cache-dir` (a remote one;
+/// a folder is read directly), unless `--no-cache`.
+fn cached(global: &Global, location: Location) -> Location {
+    if global.no_cache {
+        return location;
     }
+    let budget = match parse_size(&global.disk_cache_size) {
+        Ok(budget) => budget,
+        Err(e) => {
+            eprintln!("snapfs: --disk-cache-size: {e}; reading without the disk cache");
+            return location;
+        }
+    };
+    let dir = global.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    location.with_cache(Some(DiskCache { dir, budget }))
+}
+
+fn default_cache_dir() -> PathBuf {
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/cache/snapfs");
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("snapfs")
 }
 
 fn default_repo_path() -> PathBuf {

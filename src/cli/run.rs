@@ -21,7 +21,7 @@ pub(super) fn run(g: &Global, args: RunArgs) -> anyhow::Result<u8> {
     let config_path = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
     let config = HostConfig::load(&config_path)?;
     let (accounts, refused) = select(&config, &args.account)?;
-    let repo = open_or_create(&config)?;
+    let repo = open_or_create(g, &config)?;
     let opts = RunOptions {
         time: args.time.as_deref().map(parse_time).transpose()?,
         jobs: args
@@ -113,9 +113,9 @@ fn select(
     Ok((chosen, refused))
 }
 
-fn open_or_create(config: &HostConfig) -> anyhow::Result<Repository> {
+fn open_or_create(g: &Global, config: &HostConfig) -> anyhow::Result<Repository> {
     // A folder or an S3 location, like --repo.
-    let location = Location::parse_os(config.repository.as_os_str())?;
+    let location = super::cached(g, Location::parse_os(config.repository.as_os_str())?);
     let repo = if Repository::exists(&location)? {
         // The run reads the index under its lock.
         Repository::open_without_index(&location)?

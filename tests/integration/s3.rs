@@ -70,6 +70,22 @@ fn s3_backend_keeps_the_contract() {
 }
 
 #[test]
+fn the_disk_cache_in_front_of_s3_keeps_the_contract() {
+    let Some(server) = seaweedfs("the_disk_cache_in_front_of_s3_keeps_the_contract") else {
+        return;
+    };
+    let remote = server.backend_at(&server.location(&prefix("cached-contract")));
+    let cache = tempfile::tempdir().unwrap();
+    let cached = snapfs::repository::backend::cached::CachedBackend::new(
+        std::sync::Arc::new(remote),
+        cache.path(),
+        1 << 20,
+    )
+    .unwrap();
+    backend_contract(&cached);
+}
+
+#[test]
 fn s3_backend_keeps_the_contract_at_the_top_of_a_bucket_too() {
     let Some(server) = seaweedfs("s3_backend_keeps_the_contract_at_the_top") else {
         return;

@@ -204,14 +204,21 @@ impl Seaweed {
         S3Backend::new(s3, credentials, "us-east-1".into(), retry_for).unwrap()
     }
 
-    /// The environment a `snapfs` process needs for this server.
-    pub fn env(&self) -> [(&'static str, &'static str); 4] {
-        [
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-            ("AWS_DEFAULT_REGION", "us-east-1"),
+    /// The environment a `snapfs` process needs for this server; its disk
+    /// cache goes beside the server's data, not to /var/cache.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_DEFAULT_REGION", "us-east-1".into()),
             // Errors in seconds, not after a minute of retries.
-            ("SNAPFS_S3_RETRY", "3s"),
+            ("SNAPFS_S3_RETRY", "3s".into()),
+            ("SNAPFS_CACHE_DIR", self.cache_dir().display().to_string()),
         ]
+    }
+
+    /// Where the `snapfs` processes of the tests keep their disk cache.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data.with_file_name("cache")
     }
 }

@@ -107,19 +107,20 @@ impl CachedBackend {
         }
     }
 
-    /// A cached range's bytes, if its hash holds; promoted in the LRU.
-    fn read_range_cached(&self, path: &Path) -> Option<Vec<u8>> {
-        let mut bytes = fs::read(path).ok()?;
-        if bytes.len() < HASH_LEN
-            || blake3::hash(&bytes[HASH_LEN..]).as_bytes() != &bytes[..HASH_LEN]
-        {
+    /// A cached range read into `buf` (its allocation reused), and where
+    /// its bytes are in it, if its hash holds; promoted in the LRU.
+    fn read_range_cached(&self, path: &Path, buf: &mut Vec<u8>) -> Option<Range<usize>> {
+        buf.clear();
+        io::Read::read_to_end(&mut fs::File::open(path).ok()?, buf).ok()?;
+        let intact =
+            buf.len() >= HASH_LEN && blake3::hash(&buf[HASH_LEN..]).as_bytes() == &buf[..HASH_LEN];
+        if !intact {
             tracing::warn!("cache: {} is damaged; fetching it again", path.display());
             self.forget_range(path);
             return None;
         }
         lock(&self.ranges).files.get(path);
-        bytes.drain(..HASH_LEN);
-        Some(bytes)
+        Some(HASH_LEN..buf.len())
     }
 
     fn keep_range(&self, path: &Path, data: &[u8]) {
@@ -290,10 +291,9 @@ impl Backend for CachedBackend {
                 .read_range_within(kind, name, offset, length, buf);
         };
         let path = folder.join(format!("{offset}-{length}"));
-        if let Some(bytes) = self.read_range_cached(&path) {
-            if bytes.len() as u64 == length {
-                *buf = bytes;
-                return Ok(0..buf.len());
+        if let Some(range) = self.read_range_cached(&path, buf) {
+            if range.len() as u64 == length {
+                return Ok(range);
             }
             self.forget_range(&path);
         }

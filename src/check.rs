@@ -194,7 +194,7 @@ fn read_pack(
     record: &mut impl FnMut(String, String),
 ) {
     let name = pack.to_hex();
-    let bytes = match repo.backend().read(FileType::Pack, &name) {
+    let bytes = match repo.read_pack(pack) {
         Ok(b) => b,
         Err(e) => return record(format!("pack {name}"), e.reason()),
     };

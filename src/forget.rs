@@ -16,7 +16,6 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 
 use crate::error::{Error, Result};
-use crate::repository::backend::FileType;
 use crate::repository::Repository;
 use crate::retention::{Policy, Reason};
 use crate::snapshot::{self, SnapshotEntry};
@@ -206,7 +205,7 @@ fn remove(
             Some(reasons) => group.keep.push(Kept { id, time, reasons }),
             None => {
                 if !dry_run {
-                    repo.backend().remove(FileType::Snapshot, &entry.file)?;
+                    repo.remove_snapshot_file(&entry.file)?;
                 }
                 group.remove.push(Removed { id, time });
             }

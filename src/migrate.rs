@@ -18,9 +18,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::repository::backend::{self, FileType};
+use crate::repository::backend;
 use crate::repository::config::LAYOUT_VERSION;
-use crate::repository::lock::{Lock, LockKind};
+use crate::repository::lock::LockKind;
 use crate::repository::Repository;
 use crate::snapshot;
 
@@ -37,13 +37,7 @@ pub struct MigrateReport {
 }
 
 pub fn run(repo: &Repository, lock_wait: Duration) -> Result<MigrateReport> {
-    let _lock = Lock::acquire(
-        repo.backend().clone(),
-        LockKind::Exclusive,
-        "migrate",
-        lock_wait,
-    )?;
-    let backend = repo.backend();
+    let _lock = repo.lock(LockKind::Exclusive, "migrate", lock_wait)?;
     let mut report = MigrateReport {
         layout_before: repo.config().layout,
         layout_after: LAYOUT_VERSION,
@@ -52,12 +46,12 @@ pub fn run(repo: &Repository, lock_wait: Duration) -> Result<MigrateReport> {
     if repo.config().layout < LAYOUT_VERSION {
         let mut config = repo.config().clone();
         config.layout = LAYOUT_VERSION;
-        backend.write(FileType::Config, "config", &config.encode())?;
+        repo.write_config(&config)?;
     }
     // Every file, not only those in no folder: one in another account's
     // folder (copied there by hand) is moved too.
-    let names: Vec<String> = backend
-        .list(FileType::Snapshot)?
+    let names: Vec<String> = repo
+        .snapshot_files()?
         .into_iter()
         .map(|(name, _)| name)
         .collect();
@@ -69,7 +63,7 @@ pub fn run(repo: &Repository, lock_wait: Duration) -> Result<MigrateReport> {
                     continue;
                 }
                 let file = backend::file_of(&name);
-                match backend.rename(FileType::Snapshot, &name, &format!("{folder}/{file}")) {
+                match repo.move_snapshot_file(&name, &format!("{folder}/{file}")) {
                     Ok(()) => report.moved += 1,
                     // Forgotten while we read it (forget takes no lock).
                     Err(Error::NotFound(_)) => {}
@@ -89,6 +83,8 @@ pub fn run(repo: &Repository, lock_wait: Duration) -> Result<MigrateReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repository::backend::FileType;
+    use crate::repository::lock::Lock;
     use crate::repository::tests::set_layout;
     use crate::snapshot::{Snapshot, Summary, Timestamp};
 

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::backend::FileType;
 use crate::repository::index::{IndexFile, IndexPack};
-use crate::repository::lock::{Lock, LockKind};
+use crate::repository::lock::LockKind;
 use crate::repository::pack::{self, BlobKind, PackBlob};
 use crate::repository::Repository;
 use crate::snapshot::{self, NodeKind};
@@ -99,7 +99,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     } else {
         LockKind::Exclusive
     };
-    let lock = Lock::acquire(repo.backend().clone(), kind, "prune", opts.lock_wait)?;
+    let lock = repo.lock(kind, "prune", opts.lock_wait)?;
     let mut report = PruneReport {
         dry_run: opts.dry_run,
         ..PruneReport::default()
@@ -156,10 +156,10 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     report.index_files_replaced = rewrite_index(repo, &gone, &unindexed)?;
     for pack in &gone {
-        repo.backend().remove(FileType::Pack, &pack.to_hex())?;
+        repo.remove_pack(pack)?;
     }
     // Cleaning up is a courtesy: the prune itself is done.
-    match repo.backend().remove_temporary() {
+    match repo.remove_temporary() {
         Ok(n) => report.temporary_files_removed = n,
         Err(e) => tracing::warn!("could not remove temporary files: {e}"),
     }
@@ -399,7 +399,7 @@ fn rewrite_index(
     }
     let mut removed = 0;
     for name in old.iter().filter(|n| !written.contains(*n)) {
-        repo.backend().remove(FileType::Index, name)?;
+        repo.remove_index_file(name)?;
         removed += 1;
     }
     Ok(removed)

@@ -296,7 +296,7 @@ mod tests {
     use super::*;
     use crate::backup::{run_account, BackupOptions};
     use crate::chunker::tests::small_params;
-    use crate::repository::lock::{Lock, LockKind};
+    use crate::repository::lock::LockKind;
     use crate::repository::Repository;
     use std::fs;
     use std::process::Command;
@@ -329,13 +329,9 @@ mod tests {
     }
 
     fn backup(repo: &Repository, sources: AccountSources) -> crate::backup::BackupOutcome {
-        let lock = Lock::acquire(
-            repo.backend().clone(),
-            LockKind::Shared,
-            "test",
-            std::time::Duration::ZERO,
-        )
-        .unwrap();
+        let lock = repo
+            .lock(LockKind::Shared, "test", std::time::Duration::ZERO)
+            .unwrap();
         run_account(repo, &options(), sources, &lock).unwrap()
     }
 

@@ -142,8 +142,7 @@ pub fn run_sources(
     // index is read again under the lock: one loaded before it may list
     // blobs that a prune deleted meanwhile, and deduplicating against those
     // would produce a snapshot with holes.
-    let lock = Lock::acquire(
-        repo.backend().clone(),
+    let lock = repo.lock(
         LockKind::Shared,
         &format!("backup of {}", opts.account),
         opts.lock_wait,

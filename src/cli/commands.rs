@@ -108,7 +108,7 @@ pub(super) fn init(g: &Global, args: InitArgs) -> anyhow::Result<u8> {
     let repo = Repository::init(&location, chunker, pack_size)?;
     warn_if_exposed(&repo);
     // Known since init probed it (S3), so this asks nothing more.
-    let create_if_absent = match repo.backend().create_if_absent()? {
+    let create_if_absent = match repo.create_if_absent()? {
         CreateIfAbsent::Atomic => None,
         CreateIfAbsent::CheckThenWrite(why) => Some(why),
     };
@@ -558,7 +558,7 @@ pub(super) fn run_unmount(
 pub(super) fn run_unlock(g: &Global, all: bool) -> anyhow::Result<u8> {
     let repo = open(g)?;
     warn_if_exposed(&repo);
-    let removed = crate::repository::lock::unlock(&**repo.backend(), all)?;
+    let removed = repo.unlock(all)?;
     if g.json {
         println!("{}", json!({ "removed": removed }));
     } else {

@@ -138,7 +138,7 @@ fn default_repo_path() -> PathBuf {
 
 /// Commands that write say so when other users can read the repository.
 fn warn_if_exposed(repo: &Repository) {
-    if let Some(why) = repo.backend().exposure() {
+    if let Some(why) = repo.exposure() {
         eprintln!("snapfs: warning: {why}");
     }
 }

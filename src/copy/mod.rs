@@ -127,8 +127,7 @@ pub fn copy(
 ) -> Result<CopySummary> {
     let started = Instant::now();
     same_chunker(from, to)?;
-    let lock = Lock::acquire(
-        to.backend().clone(),
+    let lock = to.lock(
         LockKind::Shared,
         &format!("copy from {}", from.location()),
         opts.lock_wait,

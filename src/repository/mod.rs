@@ -11,6 +11,7 @@ pub mod backend;
 pub mod config;
 
 pub mod encoding;
+mod files;
 mod golden;
 pub mod index;
 pub mod location;
@@ -172,6 +173,9 @@ impl Repository {
         &self.config
     }
 
+    /// The store below. Commands use the calls of each kind of file
+    /// (`files.rs`) and of blobs; this is for the repository's own parts
+    /// and for tests that damage a store on purpose.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }

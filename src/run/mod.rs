@@ -104,8 +104,7 @@ pub fn run(
     // One shared lock and one index for the night: prune waits for the run
     // as it would for each backup; the index is read under the lock (see
     // `backup::run_sources`).
-    let lock = Lock::acquire(
-        repo.backend().clone(),
+    let lock = repo.lock(
         LockKind::Shared,
         &format!("snapfs run of {} accounts", accounts.len()),
         opts.lock_wait,

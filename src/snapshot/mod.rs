@@ -100,7 +100,7 @@ pub fn account_of_folder(folder: &str) -> Option<String> {
 /// The account folders of the repository's snapshot files (layout 2),
 /// without listing what is in them.
 pub fn account_folders(repo: &Repository) -> Result<Vec<String>> {
-    repo.backend().list_folders(FileType::Snapshot)
+    repo.snapshot_folders()
 }
 
 /// Write a snapshot record; returns its id. Call only after the packer has
@@ -123,7 +123,7 @@ pub fn save_encoded(repo: &Repository, account: &str, bytes: &[u8]) -> Result<Id
     // Only if absent: a record is named by its hash, so one already there
     // holds these very bytes, and on object storage a create that cannot
     // replace anything is the safe kind of write.
-    repo.backend().write_new(FileType::Snapshot, &file, bytes)?;
+    repo.write_snapshot_file(&file, bytes)?;
     Ok(id)
 }
 
@@ -161,12 +161,11 @@ pub fn list(
 /// The snapshot files that may hold `account`'s snapshots (its folder, and
 /// those in no folder, from layout 1), or all of them.
 pub fn list_files(repo: &Repository, account: Option<&str>) -> Result<Vec<(String, u64)>> {
-    let backend = repo.backend();
     let Some(account) = account else {
-        return backend.list(FileType::Snapshot);
+        return repo.snapshot_files();
     };
-    let mut files = backend.list_folder(FileType::Snapshot, "")?;
-    files.extend(backend.list_folder(FileType::Snapshot, &account_folder(account))?);
+    let mut files = repo.snapshot_files_in("")?;
+    files.extend(repo.snapshot_files_in(&account_folder(account))?);
     Ok(files)
 }
 

@@ -23,7 +23,7 @@ use chrono::{Local, TimeZone};
 use super::{lock, read, write, Inode, SnapshotFs, LATEST_NAME};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::repository::backend::{self, FileType};
+use crate::repository::backend;
 use crate::snapshot::{self, Snapshot};
 
 /// What the mount's root shows.
@@ -189,7 +189,7 @@ impl SnapshotFs {
     /// no folder (layout 1), which only the root listing covers.
     fn relist_root(&self, first: bool) -> Result<()> {
         let folders = snapshot::account_folders(&self.repo)?;
-        let loose = self.repo.backend().list_folder(FileType::Snapshot, "")?;
+        let loose = self.repo.snapshot_files_in("")?;
         let mut names = Vec::new();
         for folder in &folders {
             if read(&self.snapshots).folders.contains_key(folder) {
@@ -235,10 +235,7 @@ impl SnapshotFs {
     /// The account of a folder whose name does not spell it (hashed):
     /// from the first readable record in it.
     fn account_in(&self, folder: &str) -> Result<Option<String>> {
-        let files = self
-            .repo
-            .backend()
-            .list_folder(FileType::Snapshot, folder)?;
+        let files = self.repo.snapshot_files_in(folder)?;
         let names: Vec<String> = files.into_iter().map(|(name, _)| name).collect();
         for (_, entry) in snapshot::load_many(&self.repo, &names) {
             if let Ok(entry) = entry {
@@ -259,17 +256,14 @@ impl SnapshotFs {
             (a.account.clone(), a.folder.clone())
         };
         let mut files = match &folder {
-            Some(folder) => self
-                .repo
-                .backend()
-                .list_folder(FileType::Snapshot, folder)?,
+            Some(folder) => self.repo.snapshot_files_in(folder)?,
             None => Vec::new(),
         };
         // A mount of one account also covers files in no folder (layout 1);
         // elsewhere the root listing does.
         let with_loose = matches!(self.opts.top, Top::Account(_));
         if with_loose {
-            files.extend(self.repo.backend().list_folder(FileType::Snapshot, "")?);
+            files.extend(self.repo.snapshot_files_in("")?);
         }
         let loaded = self.load_new(files.iter().map(|(name, _)| name.clone()))?;
         let loose_ids: HashSet<Id> = file_ids(

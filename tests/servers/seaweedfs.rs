@@ -180,6 +180,8 @@ impl Seaweed {
             // Its Iceberg and Lance catalogs, WebDAV and admin UI: unused.
             .args(["-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false"])
             .args(["-admin.ui=false", "-master.volumeSizeLimitMB=64"])
+            // It would report to telemetry.seaweedfs.com (on by default).
+            .arg("-master.telemetry=false")
             .arg(format!(
                 "-s3.config={}",
                 dir.path().join("s3.json").display()

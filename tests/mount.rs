@@ -15,6 +15,8 @@
 //!   and an ACL that refuses a user what the mode allows
 //! - a backup skips a snapfs mount inside the home it backs up
 //! - files stay readable while prune repacks; forgotten days vanish
+//! - S3 (SeaweedFS): a repository mounts; on a cluster of three volume
+//!   servers, a read outlives one of them killed under it
 
 use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -926,4 +928,84 @@ fn an_s3_repository_mounts_and_shows_new_backups() {
     );
     let mode = std::fs::metadata(&caches[0]).unwrap().mode() & 0o777;
     assert_eq!(mode, 0o700);
+}
+
+/// A mount of a repository on a SeaweedFS cluster (three volume servers,
+/// two copies of every object) keeps reading a large file while one of
+/// the volume servers is killed (SIGKILL) a third of the way through: the
+/// read finishes and its bytes are the file's.
+#[test]
+fn a_mount_read_outlives_a_volume_server_killed_under_it() {
+    let test = "a_mount_read_outlives_a_volume_server_killed_under_it";
+    if !fuse_available(test) {
+        return;
+    }
+    let Some(mut cluster) = servers::seaweedfs_cluster(test) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let location = cluster.location("mount");
+    let s3 = |args: &[&str]| {
+        run(Command::new(SNAPFS)
+            .args(args)
+            .env("SNAPFS_REPO", &location)
+            .env("SNAPFS_LOG", "warn")
+            .envs(cluster.env()))
+    };
+    s3(&[
+        "init",
+        "--chunk-sizes",
+        "64KiB/256KiB/1MiB",
+        "--pack-size",
+        "1MiB",
+    ]);
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("www")).unwrap();
+    // 96 MiB that neither deduplicates nor compresses: about 100 packs.
+    let mut big = vec![0; 96 << 20];
+    blake3::Hasher::new()
+        .update(b"big")
+        .finalize_xof()
+        .fill(&mut big);
+    std::fs::write(src.join("www/big"), &big).unwrap();
+    s3(&["backup", "--account", "alice", src.to_str().unwrap()]);
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    s3(&[
+        "mount",
+        "--daemon",
+        "--utc",
+        "--per-account",
+        mnt.to_str().unwrap(),
+    ]);
+    let _mounted = Mounted {
+        dir: mnt.canonicalize().unwrap(),
+    };
+
+    use std::io::Read;
+    let mut file = std::fs::File::open(mnt.join("alice/latest/www/big")).unwrap();
+    let mut read = Vec::with_capacity(big.len());
+    let mut piece = vec![0; 1 << 20];
+    let started = Instant::now();
+    let mut killed_after = None;
+    loop {
+        let n = file.read(&mut piece).unwrap();
+        if n == 0 {
+            break;
+        }
+        read.extend_from_slice(&piece[..n]);
+        if killed_after.is_none() && read.len() >= big.len() / 3 {
+            cluster.kill_volume_server(1);
+            killed_after = Some(started.elapsed());
+        }
+    }
+    eprintln!(
+        "read of {} MiB through the mount: {:.1} s, volume server 1 killed after {:.1} s",
+        big.len() >> 20,
+        started.elapsed().as_secs_f64(),
+        killed_after.expect("killed").as_secs_f64()
+    );
+    assert_eq!(read.len(), big.len());
+    let differs = read.iter().zip(&big).position(|(a, b)| a != b);
+    assert_eq!(differs, None, "first byte that differs");
 }

@@ -30,6 +30,9 @@
 //! - `s3`:         repositories on a real SeaweedFS (`tests/servers`): the
 //!   backend contract, create-if-absent races, every command, a store that
 //!   is down, refuses us, lacks the bucket or is killed mid-backup.
+//! - `s3_cluster`: a SeaweedFS cluster of three volume servers keeping two
+//!   copies: a backup and a restore outlive a volume server killed under
+//!   them, bytes identical.
 //! - `restore_target`: restore into folders that already hold things (a
 //!   symlink where a folder or file goes, a full folder), a target path
 //!   through a symlink, repeated zero chunks.
@@ -50,6 +53,7 @@ mod roundtrip;
 mod run;
 mod run_databases;
 mod s3;
+mod s3_cluster;
 #[path = "../servers/mod.rs"]
 mod servers;
 mod sources;

@@ -33,6 +33,11 @@
 //! (`postgres`, `mysql`): PostgreSQL refuses to run as root. As another
 //! user they run as that user.
 //!
+//! Object storage: `seaweedfs()` is a shared single-node SeaweedFS
+//! (`weed mini`) with one bucket; `seaweedfs_cluster()` starts a cluster
+//! of its own for a test (master, three volume servers, filer, S3 gateway;
+//! two copies of every object), whose volume servers it can kill.
+//!
 //! If the test process dies without running its exit handlers (SIGKILL,
 //! Ctrl-C), the servers die with it (`PR_SET_PDEATHSIG`); only their temp
 //! folders are left.
@@ -43,6 +48,7 @@
 pub mod mariadb;
 pub mod postgres;
 pub mod seaweedfs;
+pub mod seaweedfs_cluster;
 
 // Each test binary uses a part of these.
 #[allow(unused_imports)]
@@ -51,6 +57,8 @@ pub use mariadb::{mariadb, Mariadb};
 pub use postgres::{postgres, Postgres};
 #[allow(unused_imports)]
 pub use seaweedfs::{seaweedfs, Seaweed};
+#[allow(unused_imports)]
+pub use seaweedfs_cluster::{seaweedfs_cluster, Cluster};
 
 use std::ffi::CString;
 use std::io::{self, Write};

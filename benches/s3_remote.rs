@@ -195,6 +195,37 @@ fn mount_figures(repo: &Repo, cache: &Path, mnt: &Path, size_mb: u64) -> [f64; 5
     [listed, find, ls, size_mb as f64 / read * 1.048_576, tar]
 }
 
+/// MB/s of GETting every pack of `location` whole, four at a time: what
+/// the store (and the proxy) can serve on this machine, the ceiling of a
+/// cold read through the mount.
+fn store_rate(server: &servers::Seaweed, location: &str) -> f64 {
+    use snapfs::repository::backend::{Backend, FileType};
+    let backend = server.backend_at(location);
+    let packs: Vec<String> = backend
+        .list(FileType::Pack)
+        .unwrap()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let started = Instant::now();
+    let bytes: usize = std::thread::scope(|scope| {
+        let readers: Vec<_> = packs
+            .chunks(packs.len().div_ceil(4))
+            .map(|share| {
+                let backend = &backend;
+                scope.spawn(move || {
+                    share
+                        .iter()
+                        .map(|p| backend.read(FileType::Pack, p).unwrap().len())
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).sum()
+    });
+    bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("s3_remote: run with `sudo cargo bench --bench s3_remote`");
@@ -223,6 +254,7 @@ fn main() {
     );
 
     let mut rows: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
+    let mut rates = Vec::new();
     let mut record = |name: &str, local: f64, s3: f64| match rows.iter_mut().find(|r| r.0 == name) {
         Some(row) => {
             row.1.push(local);
@@ -254,6 +286,7 @@ fn main() {
         record("backup", first.0, first.1);
         let again = (local.timed(&cache, &backup), remote.timed(&cache, &backup));
         record("unchanged re-backup", again.0, again.1);
+        rates.push(store_rate(&server, &remote.location));
         // Cold: the backups filled no read cache, but say so: a fresh one.
         let cold = dir.path().join(format!("cold-{run}"));
         let mnt = dir.path().join("mnt");
@@ -274,6 +307,10 @@ fn main() {
             record(&format!("{name} (after a restart)"), l[i], restarted[i]);
         }
     }
+    println!(
+        "  the store's own rate (every pack GET whole, 4 at a time): {:.0} MB/s",
+        median(rates)
+    );
     for (name, local, s3) in rows {
         let (l, s) = (median(local), median(s3));
         let unit = if name.contains("MB/s") { "" } else { " s" };

@@ -923,7 +923,7 @@ fn an_s3_repository_mounts_and_shows_new_backups() {
     assert!(
         caches
             .iter()
-            .any(|c| c.join("index").is_dir() && c.join("ranges").is_dir()),
+            .any(|c| c.join("index").is_dir() && c.join("blocks").is_dir()),
         "{caches:?}"
     );
     let mode = std::fs::metadata(&caches[0]).unwrap().mode() & 0o777;

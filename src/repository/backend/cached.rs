@@ -7,12 +7,14 @@
 //!   their bytes still hash to their name: a torn or tampered copy is
 //!   fetched again. A restart lists the index folder in the store and
 //!   reads nothing else of it.
-//! - **Ranges of packs** (the chunks and trees a mount or restore reads)
-//!   are kept one file per range, with the BLAKE3 hash of the bytes in
-//!   front, and evicted least recently used first beyond a byte budget.
-//!   Packs are never modified, so a range once read is valid for as long
-//!   as its pack exists; a pack written or removed through this backend
-//!   drops its ranges.
+//! - **Packs, in blocks of 1 MiB**: a read of a chunk or a tree fetches
+//!   the blocks it lies in (a run of missing ones in one request) and
+//!   keeps each as a file with the BLAKE3 hash of its bytes in front,
+//!   checked at every read; least recently used out first beyond a byte
+//!   budget. Neighbours come along: the small files of one folder, written
+//!   together, share blocks. Packs are never modified, so a block once read
+//!   is valid for as long as its pack exists; a pack written or removed
+//!   through this backend drops its blocks.
 //! - Everything else (listings, the config, locks, writes) goes to the
 //!   store: a listing must see other hosts' new files.
 //!
@@ -33,39 +35,45 @@ use super::{Backend, CreateIfAbsent, FileType};
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
 
-/// Bytes of the hash in front of a cached range.
+/// Bytes of the hash in front of a cached block.
 const HASH_LEN: usize = 32;
+/// Packs are cached in blocks of this size, each fetched whole: a chunk of
+/// a large file is about one block, and the chunks and trees of a folder
+/// of small files, written together, share one. `tar` of 2,000 small files
+/// through a remote mount took 2,000 round trips with blocks cached as
+/// asked for; with blocks, about one per MiB of them.
+const BLOCK: u64 = 1 << 20;
 
 pub struct CachedBackend {
     remote: Arc<dyn Backend>,
     dir: PathBuf,
     budget: u64,
-    ranges: Mutex<Ranges>,
+    blocks: Mutex<Blocks>,
 }
 
-/// The cached ranges, least recently used first, and their bytes on disk.
-struct Ranges {
+/// The cached blocks, least recently used first, and their bytes on disk.
+struct Blocks {
     files: LruCache<PathBuf, u64>,
     bytes: u64,
 }
 
 impl CachedBackend {
     /// A cache of `remote` in `dir` (made 0700 when missing), holding at
-    /// most `budget` bytes of pack ranges.
+    /// most `budget` bytes of pack blocks.
     pub fn new(remote: Arc<dyn Backend>, dir: &Path, budget: u64) -> Result<CachedBackend> {
         super::local::create_private_dir(dir)?;
-        let ranges = Ranges::count(&dir.join("ranges"))?;
+        let blocks = Blocks::count(&dir.join("blocks"))?;
         tracing::debug!(
-            "cache {}: {} ranges, {} bytes",
+            "cache {}: {} blocks, {} bytes",
             dir.display(),
-            ranges.files.len(),
-            ranges.bytes
+            blocks.files.len(),
+            blocks.bytes
         );
         let cache = CachedBackend {
             remote,
             dir: dir.to_path_buf(),
             budget,
-            ranges: Mutex::new(ranges),
+            blocks: Mutex::new(blocks),
         };
         cache.evict();
         Ok(cache)
@@ -81,8 +89,8 @@ impl CachedBackend {
         safe_name(name).then(|| self.dir.join(folder).join(name))
     }
 
-    fn range_folder(&self, pack: &str) -> Option<PathBuf> {
-        (safe_name(pack) && !pack.contains('/')).then(|| self.dir.join("ranges").join(pack))
+    fn block_folder(&self, pack: &str) -> Option<PathBuf> {
+        (safe_name(pack) && !pack.contains('/')).then(|| self.dir.join("blocks").join(pack))
     }
 
     /// The cached copy of a whole file, if it still hashes to its name.
@@ -107,23 +115,57 @@ impl CachedBackend {
         }
     }
 
-    /// A cached range read into `buf` (its allocation reused), and where
-    /// its bytes are in it, if its hash holds; promoted in the LRU.
-    fn read_range_cached(&self, path: &Path, buf: &mut Vec<u8>) -> Option<Range<usize>> {
-        buf.clear();
-        io::Read::read_to_end(&mut fs::File::open(path).ok()?, buf).ok()?;
-        let intact =
-            buf.len() >= HASH_LEN && blake3::hash(&buf[HASH_LEN..]).as_bytes() == &buf[..HASH_LEN];
+    /// A cached block's bytes, if its hash holds; promoted in the LRU.
+    fn read_block(&self, path: &Path) -> Option<Vec<u8>> {
+        let mut bytes = fs::read(path).ok()?;
+        let intact = bytes.len() >= HASH_LEN
+            && blake3::hash(&bytes[HASH_LEN..]).as_bytes() == &bytes[..HASH_LEN];
         if !intact {
             tracing::warn!("cache: {} is damaged; fetching it again", path.display());
-            self.forget_range(path);
+            self.forget_block(path);
             return None;
         }
-        lock(&self.ranges).files.get(path);
-        Some(HASH_LEN..buf.len())
+        lock(&self.blocks).files.get(path);
+        bytes.drain(..HASH_LEN);
+        Some(bytes)
     }
 
-    fn keep_range(&self, path: &Path, data: &[u8]) {
+    /// Blocks `first..=last` of pack `name`: the cached ones from disk, each
+    /// run of missing ones in one request (short at the pack's end, or
+    /// empty past it), kept for next time.
+    fn blocks(&self, name: &str, folder: &Path, first: u64, last: u64) -> Result<Vec<Vec<u8>>> {
+        let path = |b: u64| folder.join(b.to_string());
+        let mut blocks: Vec<Option<Vec<u8>>> =
+            (first..=last).map(|b| self.read_block(&path(b))).collect();
+        let mut b = first;
+        while b <= last {
+            if blocks[(b - first) as usize].is_some() {
+                b += 1;
+                continue;
+            }
+            let mut end = b;
+            while end < last && blocks[(end + 1 - first) as usize].is_none() {
+                end += 1;
+            }
+            let bytes = self.remote.read_range_upto(
+                FileType::Pack,
+                name,
+                b * BLOCK,
+                (end - b + 1) * BLOCK,
+            )?;
+            for (i, data) in bytes.chunks(BLOCK as usize).enumerate() {
+                let n = b + i as u64;
+                self.keep_block(&path(n), data);
+                blocks[(n - first) as usize] = Some(data.to_vec());
+            }
+            b = end + 1;
+        }
+        // A block the pack does not reach stays missing: the caller finds
+        // the range short.
+        Ok(blocks.into_iter().map_while(|b| b).collect())
+    }
+
+    fn keep_block(&self, path: &Path, data: &[u8]) {
         let mut file = Vec::with_capacity(HASH_LEN + data.len());
         file.extend_from_slice(blake3::hash(data).as_bytes());
         file.extend_from_slice(data);
@@ -132,35 +174,35 @@ impl CachedBackend {
             return;
         }
         {
-            let mut ranges = lock(&self.ranges);
-            if let Some(old) = ranges.files.put(path.to_path_buf(), file.len() as u64) {
-                ranges.bytes -= old;
+            let mut blocks = lock(&self.blocks);
+            if let Some(old) = blocks.files.put(path.to_path_buf(), file.len() as u64) {
+                blocks.bytes -= old;
             }
-            ranges.bytes += file.len() as u64;
+            blocks.bytes += file.len() as u64;
         }
         self.evict();
     }
 
-    fn forget_range(&self, path: &Path) {
+    fn forget_block(&self, path: &Path) {
         let _ = fs::remove_file(path);
-        let mut ranges = lock(&self.ranges);
-        if let Some(size) = ranges.files.pop(path) {
-            ranges.bytes -= size;
+        let mut blocks = lock(&self.blocks);
+        if let Some(size) = blocks.files.pop(path) {
+            blocks.bytes -= size;
         }
     }
 
-    /// Remove least recently used ranges until within the budget.
+    /// Remove least recently used blocks until within the budget.
     fn evict(&self) {
         loop {
             let victim = {
-                let mut ranges = lock(&self.ranges);
-                if ranges.bytes <= self.budget {
+                let mut blocks = lock(&self.blocks);
+                if blocks.bytes <= self.budget {
                     return;
                 }
-                let Some((path, size)) = ranges.files.pop_lru() else {
+                let Some((path, size)) = blocks.files.pop_lru() else {
                     return;
                 };
-                ranges.bytes -= size;
+                blocks.bytes -= size;
                 path
             };
             let _ = fs::remove_file(&victim);
@@ -175,30 +217,30 @@ impl CachedBackend {
         if kind != FileType::Pack {
             return;
         }
-        let Some(folder) = self.range_folder(name) else {
+        let Some(folder) = self.block_folder(name) else {
             return;
         };
-        let cached: Vec<PathBuf> = lock(&self.ranges)
+        let cached: Vec<PathBuf> = lock(&self.blocks)
             .files
             .iter()
             .filter(|(path, _)| path.starts_with(&folder))
             .map(|(path, _)| path.clone())
             .collect();
         for path in cached {
-            self.forget_range(&path);
+            self.forget_block(&path);
         }
         let _ = fs::remove_dir(&folder);
     }
 }
 
-impl Ranges {
-    /// The ranges already in `dir`, oldest (by modification) first.
-    fn count(dir: &Path) -> Result<Ranges> {
+impl Blocks {
+    /// The blocks already in `dir`, oldest (by modification) first.
+    fn count(dir: &Path) -> Result<Blocks> {
         let mut found = Vec::new();
         let packs = match fs::read_dir(dir) {
             Ok(packs) => packs,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Ranges {
+                return Ok(Blocks {
                     files: LruCache::unbounded(),
                     bytes: 0,
                 })
@@ -219,15 +261,15 @@ impl Ranges {
             }
         }
         found.sort();
-        let mut ranges = Ranges {
+        let mut blocks = Blocks {
             files: LruCache::unbounded(),
             bytes: 0,
         };
         for (_, path, size) in found {
-            ranges.bytes += size;
-            ranges.files.put(path, size);
+            blocks.bytes += size;
+            blocks.files.put(path, size);
         }
-        Ok(ranges)
+        Ok(blocks)
     }
 }
 
@@ -283,25 +325,32 @@ impl Backend for CachedBackend {
         buf: &mut Vec<u8>,
     ) -> Result<Range<usize>> {
         let folder = (kind == FileType::Pack)
-            .then(|| self.range_folder(name))
+            .then(|| self.block_folder(name))
             .flatten();
         let Some(folder) = folder else {
             return self
                 .remote
                 .read_range_within(kind, name, offset, length, buf);
         };
-        let path = folder.join(format!("{offset}-{length}"));
-        if let Some(range) = self.read_range_cached(&path, buf) {
-            if range.len() as u64 == length {
-                return Ok(range);
-            }
-            self.forget_range(&path);
+        if length == 0 {
+            return self
+                .remote
+                .read_range_within(kind, name, offset, length, buf);
         }
-        let range = self
-            .remote
-            .read_range_within(kind, name, offset, length, buf)?;
-        self.keep_range(&path, &buf[range.clone()]);
-        Ok(range)
+        let (first, last) = (offset / BLOCK, (offset + length - 1) / BLOCK);
+        buf.clear();
+        for block in self.blocks(name, &folder, first, last)? {
+            buf.extend_from_slice(&block);
+        }
+        let start = (offset - first * BLOCK) as usize;
+        let end = start + length as usize;
+        if buf.len() < end {
+            return Err(Error::corrupt(
+                format!("{} {name}", kind.describe()),
+                format!("truncated: {length} bytes at offset {offset} are past its end"),
+            ));
+        }
+        Ok(start..end)
     }
 
     fn size(&self, kind: FileType, name: &str) -> Result<u64> {

@@ -47,6 +47,15 @@ pub fn backend_contract(backend: &dyn Backend) {
         Err(Error::Corrupt { .. })
     ));
     assert_eq!(backend.size(FileType::Pack, &name).unwrap(), 11);
+    let upto = |offset, length| backend.read_range_upto(FileType::Pack, &name, offset, length);
+    assert_eq!(upto(6, 50).unwrap(), b"world", "short at the end");
+    assert_eq!(upto(0, 11).unwrap(), b"hello world");
+    assert!(upto(11, 5).unwrap().is_empty(), "at the end");
+    assert!(upto(20, 5).unwrap().is_empty(), "past the end");
+    assert!(matches!(
+        backend.read_range_upto(FileType::Pack, "nope", 0, 5),
+        Err(Error::NotFound(_))
+    ));
     assert_eq!(
         backend.list(FileType::Pack).unwrap(),
         vec![(name.clone(), 11)]

@@ -132,6 +132,22 @@ pub trait Backend: Send + Sync {
         length: u64,
         buf: &mut Vec<u8>,
     ) -> Result<Range<usize>>;
+    /// Up to `length` bytes at `offset`: fewer where the file ends first,
+    /// none at or past its end. For reads of whole blocks of a pack
+    /// (`cached`), where only the store knows where the pack ends.
+    fn read_range_upto(
+        &self,
+        kind: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
+        let end = (offset + length).min(self.size(kind, name)?);
+        if end <= offset {
+            return Ok(Vec::new());
+        }
+        self.read_range(kind, name, offset, end - offset)
+    }
     fn size(&self, kind: FileType, name: &str) -> Result<u64>;
     /// Names and sizes of the complete files of one kind, in no given order.
     /// Snapshot files may sit one folder deep; their names are then

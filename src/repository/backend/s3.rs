@@ -411,6 +411,38 @@ impl Backend for S3Backend {
         }
     }
 
+    fn read_range_upto(
+        &self,
+        kind: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
+        if length == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.key(kind, name);
+        let mut request = Request::new(Verb::Get, &key);
+        request
+            .headers
+            .push(("range", format!("bytes={offset}-{}", offset + length - 1)));
+        let mut buf = Vec::new();
+        let answer = self.client.send(&request, &mut buf)?;
+        match answer.status {
+            // What there is of the range: short where the object ends.
+            206 if buf.len() as u64 <= length => Ok(buf),
+            // A server that ignores Range sends the whole object.
+            200 => {
+                let start = (offset as usize).min(buf.len());
+                let end = ((offset + length) as usize).min(buf.len());
+                Ok(buf[start..end].to_vec())
+            }
+            // The range starts at or past the end.
+            416 => Ok(Vec::new()),
+            _ => Err(self.client.failure(&request, &answer)),
+        }
+    }
+
     fn size(&self, kind: FileType, name: &str) -> Result<u64> {
         let key = self.key(kind, name);
         self.head(&key)?.ok_or_else(|| {

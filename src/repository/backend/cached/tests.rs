@@ -130,7 +130,13 @@ fn a_warm_cache_answers_without_the_store() {
     let restarted = CachedBackend::new(store.clone(), &cache, 1 << 20).unwrap();
     read_all(&restarted);
     // What was never read, or cannot be checked, needs the store.
-    assert!(restarted.read_range(FileType::Pack, &pack, 0, 2).is_err());
+    // (The rest of a block that was read is there: the block came whole.)
+    assert_eq!(
+        restarted.read_range(FileType::Pack, &pack, 0, 2).unwrap(),
+        b"01"
+    );
+    let other = "ab".to_string() + &"9".repeat(62);
+    assert!(restarted.read_range(FileType::Pack, &other, 0, 2).is_err());
     assert!(restarted.read(FileType::Snapshot, not_a_hash).is_err());
     // Cached files are private.
     use std::os::unix::fs::PermissionsExt;
@@ -155,7 +161,7 @@ fn damaged_copies_are_fetched_again() {
     cached.read_range(FileType::Pack, &pack, 0, 4).unwrap();
 
     fs::write(cache.join("index").join(&index_name), b"tampered").unwrap();
-    let range = cache.join("ranges").join(&pack).join("0-4");
+    let range = cache.join("blocks").join(&pack).join("0");
     let mut bytes = fs::read(&range).unwrap();
     *bytes.last_mut().unwrap() ^= 1;
     fs::write(&range, bytes).unwrap();
@@ -169,38 +175,69 @@ fn damaged_copies_are_fetched_again() {
 }
 
 #[test]
-fn ranges_stay_within_the_budget_least_recently_used_out_first() {
+fn blocks_stay_within_the_budget_least_recently_used_out_first() {
     let dir = tempfile::tempdir().unwrap();
     let store = Counting::new(&dir.path().join("store"));
     store.create().unwrap();
-    let pack = "ef".to_string() + &"3".repeat(62);
-    store.write(FileType::Pack, &pack, &[7u8; 1000]).unwrap();
-    let cache = dir.path().join("cache");
-    // Room for three ranges of 100 bytes (plus their hashes).
-    let cached = CachedBackend::new(store.clone(), &cache, 3 * 132).unwrap();
-    for offset in [0, 100, 200] {
-        cached
-            .read_range(FileType::Pack, &pack, offset, 100)
-            .unwrap();
+    // Four packs of 100 bytes: one block each.
+    let packs: Vec<String> = (0..4)
+        .map(|n| format!("{n:02}") + &"3".repeat(62))
+        .collect();
+    for pack in &packs {
+        store.write(FileType::Pack, pack, &[7u8; 100]).unwrap();
     }
-    cached.read_range(FileType::Pack, &pack, 0, 100).unwrap(); // used again
-    cached.read_range(FileType::Pack, &pack, 300, 100).unwrap();
-    let kept = |offset: u64| {
-        cache
-            .join("ranges")
-            .join(&pack)
-            .join(format!("{offset}-100"))
-            .exists()
-    };
-    assert!(kept(0) && !kept(100) && kept(200) && kept(300));
+    let cache = dir.path().join("cache");
+    // Room for three blocks of 100 bytes (plus their hashes).
+    let cached = CachedBackend::new(store.clone(), &cache, 3 * 132).unwrap();
+    for pack in &packs[..3] {
+        cached.read_range(FileType::Pack, pack, 10, 50).unwrap();
+    }
+    cached
+        .read_range(FileType::Pack, &packs[0], 0, 100)
+        .unwrap(); // used again
+    cached.read_range(FileType::Pack, &packs[3], 0, 1).unwrap();
+    let kept = |pack: &str| cache.join("blocks").join(pack).join("0").exists();
+    let kept: Vec<bool> = packs.iter().map(|p| kept(p)).collect();
+    assert_eq!(kept, [true, false, true, true]);
     // A smaller budget at the next start evicts the oldest.
     drop(cached);
     let smaller = CachedBackend::new(store.clone(), &cache, 132).unwrap();
-    assert_eq!(lock(&smaller.ranges).files.len(), 1);
-    // A pack removed through the cache takes its ranges along.
-    smaller.remove(FileType::Pack, &pack).unwrap();
-    assert!(!cache.join("ranges").join(&pack).exists());
-    assert_eq!(lock(&smaller.ranges).bytes, 0);
+    assert_eq!(lock(&smaller.blocks).files.len(), 1);
+    // A pack removed through the cache takes its blocks along.
+    smaller.remove(FileType::Pack, &packs[3]).unwrap();
+    assert!(!cache.join("blocks").join(&packs[3]).exists());
+    assert_eq!(lock(&smaller.blocks).bytes, 0);
+}
+
+#[test]
+fn neighbours_come_along_and_a_run_of_blocks_is_one_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Counting::new(&dir.path().join("store"));
+    store.create().unwrap();
+    let pack = "aa".to_string() + &"4".repeat(62);
+    let bytes: Vec<u8> = (0..(5 << 19)).map(|i: u32| (i % 251) as u8).collect(); // 2.5 MiB
+    store.write(FileType::Pack, &pack, &bytes).unwrap();
+    let cached = CachedBackend::new(store.clone(), &dir.path().join("cache"), 1 << 30).unwrap();
+    let read = |offset: usize, len: usize| {
+        let got = cached
+            .read_range(FileType::Pack, &pack, offset as u64, len as u64)
+            .unwrap();
+        assert_eq!(got, &bytes[offset..offset + len], "{offset}+{len}");
+    };
+    // Two small chunks of one block: one request.
+    read(100, 200);
+    read(5000, 300);
+    assert_eq!(store.reads.load(Ordering::Relaxed), 1);
+    // Across blocks 1 and 2 (the last, short): one more request for both.
+    read((1 << 20) - 10, (1 << 20) + 20);
+    assert_eq!(store.reads.load(Ordering::Relaxed), 2);
+    read(bytes.len() - 7, 7);
+    assert_eq!(store.reads.load(Ordering::Relaxed), 2);
+    // Past the pack's end: an error naming it, as the store's own.
+    let err = cached.read_range(FileType::Pack, &pack, bytes.len() as u64 - 3, 10);
+    assert!(matches!(err, Err(Error::Corrupt { .. })), "{err:?}");
+    let err = cached.read_range(FileType::Pack, &pack, 10 << 20, 10);
+    assert!(matches!(err, Err(Error::Corrupt { .. })), "{err:?}");
 }
 
 #[test]

@@ -40,6 +40,7 @@ pub(super) fn run_migrate(g: &Global, lock_wait: std::time::Duration) -> anyhow:
 }
 
 pub(super) fn run_mount(g: &Global, args: MountArgs) -> anyhow::Result<u8> {
+    let location = repo_location(g);
     let cache_bytes = parse_size(&args.cache_size).map_err(anyhow::Error::msg)?;
     let top = match (args.account, args.per_account) {
         (Some(account), _) => mount::view::Top::Account(account),
@@ -62,10 +63,12 @@ pub(super) fn run_mount(g: &Global, args: MountArgs) -> anyhow::Result<u8> {
             top,
             utc: args.utc,
             cache_bytes: usize::try_from(cache_bytes)?,
+            // A store a round trip away: more chunks in flight ahead of a
+            // sequential reader, as the latency, not the disk, bounds it.
+            prefetch_threads: if location.local_path().is_some() { 3 } else { 8 },
             ..Default::default()
         },
     };
-    let location = repo_location(g);
     if args.daemon {
         mount::daemon(&location, &opts)?;
         return Ok(exit::OK);

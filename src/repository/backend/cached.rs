@@ -23,17 +23,20 @@
 //! counts only what it wrote and read, so together they may exceed the
 //! budget until the next start counts the folder again.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use lru::LruCache;
 
 use super::{Backend, CreateIfAbsent, FileType};
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
+use crate::weighted_lru::WeightedLru;
 
 /// Bytes of the hash in front of a cached block.
 const HASH_LEN: usize = 32;
@@ -43,13 +46,25 @@ const HASH_LEN: usize = 32;
 /// through a remote mount took 2,000 round trips with blocks cached as
 /// asked for; with blocks, about one per MiB of them.
 const BLOCK: u64 = 1 << 20;
+/// Memory for blocks read lately.
+const HOT_BYTES: usize = 32 << 20;
 
 pub struct CachedBackend {
     remote: Arc<dyn Backend>,
     dir: PathBuf,
     budget: u64,
     blocks: Mutex<Blocks>,
+    /// Blocks read lately, verified: a folder of small files reads one
+    /// block many times, and reading it from disk means hashing a whole
+    /// MiB each time.
+    hot: Mutex<WeightedLru<BlockKey, Arc<Vec<u8>>>>,
+    /// Blocks being fetched, and the signal that some were.
+    fetching: Mutex<HashSet<BlockKey>>,
+    fetched: Condvar,
 }
+
+/// A pack and a block of it.
+type BlockKey = (String, u64);
 
 /// The cached blocks, least recently used first, and their bytes on disk.
 struct Blocks {
@@ -74,6 +89,9 @@ impl CachedBackend {
             dir: dir.to_path_buf(),
             budget,
             blocks: Mutex::new(blocks),
+            hot: Mutex::new(WeightedLru::new(HOT_BYTES)),
+            fetching: Mutex::new(HashSet::new()),
+            fetched: Condvar::new(),
         };
         cache.evict();
         Ok(cache)
@@ -130,39 +148,114 @@ impl CachedBackend {
         Some(bytes)
     }
 
-    /// Blocks `first..=last` of pack `name`: the cached ones from disk, each
-    /// run of missing ones in one request (short at the pack's end, or
-    /// empty past it), kept for next time.
-    fn blocks(&self, name: &str, folder: &Path, first: u64, last: u64) -> Result<Vec<Vec<u8>>> {
-        let path = |b: u64| folder.join(b.to_string());
-        let mut blocks: Vec<Option<Vec<u8>>> =
-            (first..=last).map(|b| self.read_block(&path(b))).collect();
-        let mut b = first;
-        while b <= last {
-            if blocks[(b - first) as usize].is_some() {
-                b += 1;
-                continue;
+    /// A block from memory or disk, if cached.
+    fn cached_block(&self, name: &str, folder: &Path, block: u64) -> Option<Arc<Vec<u8>>> {
+        let key = (name.to_string(), block);
+        let path = folder.join(block.to_string());
+        if let Some(data) = lock(&self.hot).get(&key) {
+            // Used: the disk copy is too, for eviction.
+            lock(&self.blocks).files.get(&path);
+            return Some(data);
+        }
+        let data = Arc::new(self.read_block(&path)?);
+        lock(&self.hot).put(key, data.clone(), data.len());
+        Some(data)
+    }
+
+    /// Blocks `first..=last` of pack `name`, up to the pack's end: cached
+    /// ones from memory or disk; missing ones fetched, each run in one
+    /// request, and kept. A block another thread is fetching is waited
+    /// for, not fetched twice (prefetchers of neighbouring chunks share
+    /// blocks).
+    fn blocks(
+        &self,
+        name: &str,
+        folder: &Path,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<Arc<Vec<u8>>>> {
+        let mut blocks: Vec<Option<Arc<Vec<u8>>>> = vec![None; (last - first + 1) as usize];
+        loop {
+            for (i, slot) in blocks.iter_mut().enumerate() {
+                if slot.is_none() {
+                    *slot = self.cached_block(name, folder, first + i as u64);
+                }
             }
-            let mut end = b;
-            while end < last && blocks[(end + 1 - first) as usize].is_none() {
-                end += 1;
+            let missing: Vec<u64> = (first..=last)
+                .filter(|b| blocks[(b - first) as usize].is_none())
+                .collect();
+            if missing.is_empty() {
+                break;
             }
-            let bytes = self.remote.read_range_upto(
-                FileType::Pack,
-                name,
-                b * BLOCK,
-                (end - b + 1) * BLOCK,
-            )?;
-            for (i, data) in bytes.chunks(BLOCK as usize).enumerate() {
-                let n = b + i as u64;
-                self.keep_block(&path(n), data);
-                blocks[(n - first) as usize] = Some(data.to_vec());
+            let claimed: Vec<u64> = {
+                let mut fetching = lock(&self.fetching);
+                let free: Vec<u64> = missing
+                    .into_iter()
+                    .filter(|&b| !fetching.contains(&(name.to_string(), b)))
+                    .collect();
+                if free.is_empty() {
+                    let wait = self.fetched.wait_timeout(fetching, Duration::from_secs(1));
+                    drop(wait.unwrap_or_else(|e| e.into_inner()));
+                    continue;
+                }
+                fetching.extend(free.iter().map(|&b| (name.to_string(), b)));
+                free
+            };
+            let fetched = self.fetch(name, folder, &claimed);
+            {
+                let mut fetching = lock(&self.fetching);
+                for &b in &claimed {
+                    fetching.remove(&(name.to_string(), b));
+                }
             }
-            b = end + 1;
+            self.fetched.notify_all();
+            let fetched = fetched?;
+            let reached_end = fetched.len() < claimed.len();
+            for (b, data) in fetched {
+                blocks[(b - first) as usize] = Some(data);
+            }
+            if reached_end {
+                break;
+            }
         }
         // A block the pack does not reach stays missing: the caller finds
         // the range short.
         Ok(blocks.into_iter().map_while(|b| b).collect())
+    }
+
+    /// Fetch `claimed` blocks (ascending), a run of neighbours in one
+    /// request; keep each on disk and in memory. Fewer come back when the
+    /// pack ends first.
+    fn fetch(
+        &self,
+        name: &str,
+        folder: &Path,
+        claimed: &[u64],
+    ) -> Result<Vec<(u64, Arc<Vec<u8>>)>> {
+        let mut out = Vec::with_capacity(claimed.len());
+        let mut i = 0;
+        while i < claimed.len() {
+            let mut end = i;
+            while end + 1 < claimed.len() && claimed[end + 1] == claimed[end] + 1 {
+                end += 1;
+            }
+            let (b, count) = (claimed[i], (end - i + 1) as u64);
+            let bytes =
+                self.remote
+                    .read_range_upto(FileType::Pack, name, b * BLOCK, count * BLOCK)?;
+            for (n, data) in bytes.chunks(BLOCK as usize).enumerate() {
+                let block = b + n as u64;
+                self.keep_block(&folder.join(block.to_string()), data);
+                let data = Arc::new(data.to_vec());
+                lock(&self.hot).put((name.to_string(), block), data.clone(), data.len());
+                out.push((block, data));
+            }
+            if (bytes.len() as u64) < count * BLOCK {
+                break;
+            }
+            i = end + 1;
+        }
+        Ok(out)
     }
 
     fn keep_block(&self, path: &Path, data: &[u8]) {
@@ -220,6 +313,8 @@ impl CachedBackend {
         let Some(folder) = self.block_folder(name) else {
             return;
         };
+        // Rare (prune, tests): forget every block in memory.
+        *lock(&self.hot) = WeightedLru::new(HOT_BYTES);
         let cached: Vec<PathBuf> = lock(&self.blocks)
             .files
             .iter()

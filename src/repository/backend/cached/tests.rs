@@ -166,6 +166,8 @@ fn damaged_copies_are_fetched_again() {
     *bytes.last_mut().unwrap() ^= 1;
     fs::write(&range, bytes).unwrap();
     let before = store.reads.load(Ordering::Relaxed);
+    // A restart: nothing in memory, the damaged copies on disk.
+    let cached = CachedBackend::new(store.clone(), &cache, 1 << 20).unwrap();
     assert_eq!(cached.read(FileType::Index, &index_name).unwrap(), index);
     assert_eq!(
         cached.read_range(FileType::Pack, &pack, 0, 4).unwrap(),
@@ -276,4 +278,31 @@ fn a_repository_opened_again_reads_no_index_file_from_the_store() {
     second.load_blob(&snapshot.tree).unwrap();
     // The config only: index files and the tree came from the disk.
     assert_eq!(store.reads.load(Ordering::Relaxed), after_first + 1);
+}
+
+#[test]
+fn concurrent_readers_of_one_block_fetch_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Counting::new(&dir.path().join("store"));
+    store.create().unwrap();
+    let pack = "bb".to_string() + &"5".repeat(62);
+    let bytes: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 253) as u8).collect();
+    store.write(FileType::Pack, &pack, &bytes).unwrap();
+    let cached = CachedBackend::new(store.clone(), &dir.path().join("cache"), 1 << 30).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..8u64 {
+            let (cached, pack, bytes) = (&cached, &pack, &bytes);
+            scope.spawn(move || {
+                for n in 0..4u64 {
+                    let offset = ((n << 20) + t * 1000) as usize;
+                    let got = cached
+                        .read_range(FileType::Pack, pack, offset as u64, 5000)
+                        .unwrap();
+                    assert_eq!(got, &bytes[offset..offset + 5000]);
+                }
+            });
+        }
+    });
+    let reads = store.reads.load(Ordering::Relaxed);
+    assert!((1..=4).contains(&reads), "{reads} requests for 4 blocks");
 }

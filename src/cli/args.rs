@@ -75,7 +75,7 @@ pub(super) enum Command {
     /// only the chunks it lacks, verified on the way: a host's local
     /// repository to the off-site one. A killed copy, run again, sends
     /// what is still missing.
-    Copy(CopyArgs),
+    Copy(Box<CopyArgs>),
     /// List snapshots, oldest first.
     Snapshots {
         /// Only this account's snapshots.

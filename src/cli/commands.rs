@@ -65,7 +65,11 @@ pub(super) fn run_mount(g: &Global, args: MountArgs) -> anyhow::Result<u8> {
             cache_bytes: usize::try_from(cache_bytes)?,
             // A store a round trip away: more chunks in flight ahead of a
             // sequential reader, as the latency, not the disk, bounds it.
-            prefetch_threads: if location.local_path().is_some() { 3 } else { 8 },
+            prefetch_threads: if location.local_path().is_some() {
+                3
+            } else {
+                8
+            },
             ..Default::default()
         },
     };

@@ -153,7 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Init(args) => init(g, args),
         Command::Backup(args) => run_backup(g, args),
         Command::Run(args) => run::run(g, args),
-        Command::Copy(args) => copy::run(g, args),
+        Command::Copy(args) => copy::run(g, *args),
         Command::Snapshots { account } => snapshots(g, account),
         Command::Ls {
             snapshot,

@@ -115,7 +115,9 @@ fn select(
 
 fn open_or_create(g: &Global, config: &HostConfig) -> anyhow::Result<Repository> {
     // A folder or an S3 location, like --repo.
-    let location = super::cached(g, Location::parse_os(config.repository.as_os_str())?);
+    let location =
+        Location::parse_os(config.repository.as_os_str())?.with_credentials(config.s3.clone());
+    let location = super::cached(g, location);
     let repo = if Repository::exists(&location)? {
         // The run reads the index under its lock.
         Repository::open_without_index(&location)?

@@ -12,9 +12,28 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::repository::location::S3Credentials;
 
 /// Where `snapfs run` looks without `--config` or `SNAPFS_CONFIG`.
 pub const DEFAULT_PATH: &str = "/etc/snapfs/snapfs.toml";
+
+/// A file holding a secret must be readable by its owner (root) alone: a
+/// key that every local user can read is no longer a secret.
+fn refuse_readable_secret(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.mode() & 0o077 != 0 || meta.uid() != unsafe { libc::geteuid() } {
+        return Err(Error::Invalid(format!(
+            "{} holds S3 credentials ([s3]) but is mode {:o}, owner uid {}: make it \
+             the running user's alone (chmod 600), or give the credentials in \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            path.display(),
+            meta.mode() & 0o7777,
+            meta.uid()
+        )));
+    }
+    Ok(())
+}
 
 /// What `{account}` stands for in the path templates.
 pub const ACCOUNT_PLACEHOLDER: &str = "{account}";
@@ -35,6 +54,9 @@ pub struct HostConfig {
     pub postgresql: Option<PostgresqlConfig>,
     pub mysql: Option<MysqlConfig>,
     pub mail: Option<MailConfig>,
+    /// Credentials of an S3 repository, for when the environment has none
+    /// (the file must then be readable by root only).
+    pub s3: Option<S3Credentials>,
 }
 
 /// Which accounts: exactly `names`, or every passwd user with a uid in
@@ -171,7 +193,12 @@ impl HostConfig {
             }
             Err(e) => return Err(Error::io(path, e)),
         };
-        HostConfig::parse(&text).map_err(|why| Error::Invalid(format!("{}: {why}", path.display())))
+        let config = HostConfig::parse(&text)
+            .map_err(|why| Error::Invalid(format!("{}: {why}", path.display())))?;
+        if config.s3.is_some() {
+            refuse_readable_secret(path)?;
+        }
+        Ok(config)
     }
 
     /// Parse and check a configuration; the error names the key and line.
@@ -215,6 +242,38 @@ pub fn for_account(template: &str, account: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn s3_credentials_parse_are_never_shown_and_need_a_private_file() {
+        let text = "repository = \"s3:http://h:1/b\"\n[s3]\naccess_key_id = \"AK\"\n\
+                    secret_access_key = \"s3cr3t-value\"\nregion = \"eu-1\"\n";
+        let config = HostConfig::parse(text).unwrap();
+        let s3 = config.s3.clone().unwrap();
+        assert_eq!(
+            (s3.access_key_id.as_str(), s3.region.as_deref()),
+            ("AK", Some("eu-1"))
+        );
+        assert!(!format!("{config:?}").contains("s3cr3t-value"));
+        let typo = text.replace("region", "regoin");
+        assert!(HostConfig::parse(&typo).unwrap_err().contains("regoin"));
+
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapfs.toml");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = HostConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("chmod 600") && !err.contains("s3cr3t-value"),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(HostConfig::load(&path).unwrap(), config);
+        // Without a secret, the mode is the operator's business.
+        std::fs::write(&path, "repository = \"/r\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(HostConfig::load(&path).is_ok());
+    }
 
     /// The example the packaging installs, as the issue gives it.
     const EXAMPLE: &str = r#"

@@ -38,6 +38,29 @@ pub struct S3Location {
     /// Where to keep what is read from it on local disk, if anywhere: not
     /// part of the location, how it is reached ([`Location::with_cache`]).
     pub cache: Option<DiskCache>,
+    /// Credentials to use when the environment has none (the host
+    /// configuration's `[s3]`): not part of the location either.
+    pub credentials: Option<S3Credentials>,
+}
+
+/// An S3 key pair and region from the host configuration. Never printed:
+/// its `Debug` hides the secret.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub region: Option<String>,
+}
+
+impl fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"(hidden)")
+            .field("region", &self.region)
+            .finish()
+    }
 }
 
 /// A local disk cache of a remote repository (`--cache-dir`,
@@ -89,6 +112,15 @@ impl Location {
     pub fn with_cache(self, cache: Option<DiskCache>) -> Location {
         match self {
             Location::S3(s3) => Location::S3(S3Location { cache, ..s3 }),
+            local => local,
+        }
+    }
+
+    /// This location with credentials for when the environment has none
+    /// (a folder needs none).
+    pub fn with_credentials(self, credentials: Option<S3Credentials>) -> Location {
+        match self {
+            Location::S3(s3) => Location::S3(S3Location { credentials, ..s3 }),
             local => local,
         }
     }
@@ -150,6 +182,7 @@ impl S3Location {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             cache: None,
+            credentials: None,
         })
     }
 
@@ -269,6 +302,7 @@ mod tests {
             bucket: bucket.into(),
             prefix: prefix.into(),
             cache: None,
+            credentials: None,
         })
     }
 

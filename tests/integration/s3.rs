@@ -465,3 +465,58 @@ fn wait_for_packs(server: &Seaweed, location: &str, at_least: usize) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// `snapfs run` into an S3 repository with its credentials in the host
+/// configuration's `[s3]`, none in the environment; refused while the
+/// file is readable by others.
+#[test]
+fn run_takes_s3_credentials_from_a_private_host_configuration() {
+    use crate::servers::seaweedfs::{ACCESS_KEY, SECRET_KEY};
+    use std::os::unix::fs::PermissionsExt;
+    let Some(server) = seaweedfs("run_takes_s3_credentials_from_a_private_host_configuration")
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let location = server.location(&prefix("run-config"));
+    make_rich_tree(&tmp.path().join("home/alice"));
+    let config = tmp.path().join("snapfs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{location}\"\n[accounts]\nnames = [\"alice\"]\n\
+             [files]\npath = \"{root}/home/{{account}}\"\n\
+             [s3]\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n",
+            root = tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let run = || {
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("SNAPFS_CACHE_DIR", tmp.path().join("cache"))
+            .env("SNAPFS_S3_RETRY", "3s")
+            .output()
+            .unwrap()
+    };
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains(SECRET_KEY),
+        "the secret is never printed"
+    );
+    assert!(objects(server, &location).is_empty(), "nothing written");
+
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&s3_ok(server, &location, &["snapshots", "--json"])).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["account"], "alice");
+}

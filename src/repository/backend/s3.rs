@@ -58,19 +58,34 @@ impl S3Backend {
             var(name).ok_or_else(|| {
                 Error::Invalid(format!(
                     "{name} is not set: an S3 repository ({location}) takes its credentials \
-                     from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                     from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or, for snapfs run, \
+                     from [s3] in the host configuration)"
                 ))
             })
         };
-        let (key, secret) = (
-            required("AWS_ACCESS_KEY_ID")?,
-            required("AWS_SECRET_ACCESS_KEY")?,
-        );
-        let credentials = match var("AWS_SESSION_TOKEN") {
-            Some(token) => Credentials::new_with_token(key, secret, token),
-            None => Credentials::new(key, secret),
+        // The environment first; the host configuration's when it has none.
+        let configured = location
+            .credentials
+            .as_ref()
+            .filter(|_| var("AWS_ACCESS_KEY_ID").is_none());
+        let (credentials, region) = match configured {
+            Some(c) => (
+                Credentials::new(c.access_key_id.clone(), c.secret_access_key.clone()),
+                c.region.clone(),
+            ),
+            None => {
+                let (key, secret) = (
+                    required("AWS_ACCESS_KEY_ID")?,
+                    required("AWS_SECRET_ACCESS_KEY")?,
+                );
+                let credentials = match var("AWS_SESSION_TOKEN") {
+                    Some(token) => Credentials::new_with_token(key, secret, token),
+                    None => Credentials::new(key, secret),
+                };
+                (credentials, var("AWS_DEFAULT_REGION"))
+            }
         };
-        let region = var("AWS_DEFAULT_REGION").unwrap_or_else(|| "us-east-1".into());
+        let region = region.unwrap_or_else(|| "us-east-1".into());
         let retry_for = match var("SNAPFS_S3_RETRY") {
             None => DEFAULT_RETRY_FOR,
             Some(text) if text == "0" => Duration::ZERO,

@@ -1,7 +1,9 @@
-//! `snapfs mount`: the repository as dated, read-only folders.
+//! `snapfs mount`: the repository as dated, read-only folders, one
+//! account's or a folder per account.
 //!
 //! [`view`] defines what the file system looks like, in plain Rust;
-//! [`fuse`] translates kernel requests into calls on it. This module mounts,
+//! [`fuse`] translates kernel requests into calls on it; [`homes`] binds
+//! each account's folder into its home ([`bind`]). This module mounts,
 //! serves until the file system is unmounted or the process is told to stop
 //! (SIGINT, SIGTERM, SIGHUP), and then unmounts.
 //!

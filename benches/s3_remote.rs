@@ -226,6 +226,37 @@ fn store_rate(server: &servers::Seaweed, location: &str) -> f64 {
     bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
 }
 
+/// Seconds to upload every pack and index file of the local repository
+/// at `local` as they are, four at a time, to `location`: what a file
+/// copier (rclone) does, the baseline of `snapfs copy`.
+fn raw_upload(server: &servers::Seaweed, local: &Path, location: &str) -> f64 {
+    use snapfs::repository::backend::{Backend, FileType, LocalBackend};
+    let from = LocalBackend::new(local);
+    let to = server.backend_at(location);
+    let mut files = Vec::new();
+    for kind in [FileType::Pack, FileType::Index, FileType::Snapshot] {
+        files.extend(
+            from.list(kind)
+                .unwrap()
+                .into_iter()
+                .map(|(name, _)| (kind, name)),
+        );
+    }
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for share in files.chunks(files.len().div_ceil(4)) {
+            let (from, to) = (&from, &to);
+            scope.spawn(move || {
+                for (kind, name) in share {
+                    to.write(*kind, name, &from.read(*kind, name).unwrap())
+                        .unwrap();
+                }
+            });
+        }
+    });
+    started.elapsed().as_secs_f64()
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("s3_remote: run with `sudo cargo bench --bench s3_remote`");
@@ -255,6 +286,7 @@ fn main() {
 
     let mut rows: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
     let mut rates = Vec::new();
+    let mut copies = Vec::new();
     let mut record = |name: &str, local: f64, s3: f64| match rows.iter_mut().find(|r| r.0 == name) {
         Some(row) => {
             row.1.push(local);
@@ -287,6 +319,19 @@ fn main() {
         let again = (local.timed(&cache, &backup), remote.timed(&cache, &backup));
         record("unchanged re-backup", again.0, again.1);
         rates.push(store_rate(&server, &remote.location));
+        // The local repository's two snapshots, copied off-site.
+        let copy_to = format!("{}-copy", remote.location);
+        remote.timed(&cache, &["--repo", &copy_to, "init"]);
+        let copy = remote.timed(
+            &cache,
+            &["copy", "--from", &local.location, "--to", &copy_to],
+        );
+        let raw = raw_upload(
+            &server,
+            Path::new(&local.location),
+            &format!("{}-raw", remote.location),
+        );
+        copies.push((copy, raw));
         // Cold: the backups filled no read cache, but say so: a fresh one.
         let cold = dir.path().join(format!("cold-{run}"));
         let mnt = dir.path().join("mnt");
@@ -310,6 +355,13 @@ fn main() {
     println!(
         "  the store's own rate (every pack GET whole, 4 at a time): {:.0} MB/s",
         median(rates)
+    );
+    let (copy, raw): (Vec<f64>, Vec<f64>) = copies.into_iter().unzip();
+    let (copy, raw) = (median(copy), median(raw));
+    println!(
+        "  copy of the local repository to S3: snapfs copy {copy:.3} s, its files uploaded \
+         as they are (4 at a time) {raw:.3} s ({:.2}x)",
+        copy / raw
     );
     for (name, local, s3) in rows {
         let (l, s) = (median(local), median(s3));

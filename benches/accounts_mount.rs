@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{drop_caches, env, median, pid_serving};
 use snapfs::backup::{self, BackupOptions};
 use snapfs::chunker::ChunkerParams;
 use snapfs::repository::Repository;
@@ -27,23 +31,6 @@ use snapfs::snapshot::{self, Snapshot, Timestamp};
 
 const SNAPFS: &str = env!("CARGO_BIN_EXE_snapfs");
 const DAY_ONE: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn drop_caches() {
-    unsafe { libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop_caches (root)");
-}
 
 fn account(n: u64) -> String {
     format!("account{n:04}")
@@ -163,22 +150,6 @@ impl Drop for Daemon {
             .output();
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn pid_serving(mnt: &Path) -> i32 {
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        if args.first().is_some_and(|a| a.ends_with(b"snapfs"))
-            && args.contains(&mnt.as_os_str().as_encoded_bytes())
-        {
-            return pid;
-        }
-    }
-    panic!("no snapfs process serves {}", mnt.display());
 }
 
 fn list(path: &Path) -> f64 {

@@ -15,8 +15,12 @@
 //!   `tar` of the snapshot; cold (empty disk cache, page cache dropped) and
 //!   after a restart (disk cache kept, page cache dropped).
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/servers/mod.rs"]
 mod servers;
+
+use common::{drop_caches, env, median};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,23 +31,6 @@ use std::time::{Duration, Instant};
 
 const SNAPFS: &str = env!("CARGO_BIN_EXE_snapfs");
 const ACCOUNT: &str = "alice";
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn drop_caches() {
-    unsafe { libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop_caches (root)");
-}
 
 /// A TCP proxy to `upstream` on 127.0.0.1, adding `one_way` to every
 /// piece of data in each direction. Returns its port.

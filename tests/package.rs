@@ -83,6 +83,7 @@ fn the_package_has_what_an_operator_expects_and_lintian_finds_no_error() {
         "./usr/lib/systemd/system/snapfs-run.timer",
         "./usr/lib/systemd/system/snapfs-backup@.timer",
         "./usr/lib/systemd/system/snapfs-mount.service",
+        "./usr/lib/systemd/system/snapfs-copy.timer",
         "./usr/share/man/man1/snapfs.1.gz",
         "./usr/share/man/man1/snapfs-backup.1.gz",
         "./usr/share/man/man1/snapfs-copy.1.gz",

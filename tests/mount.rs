@@ -843,6 +843,41 @@ fn files_stay_readable_while_prune_repacks_and_forgotten_days_vanish() {
     assert!(m.path("2025-04-03").is_dir());
 }
 
+/// `snapfs ARGS` on the S3 repository at `location`, with the server's
+/// environment; panics on failure.
+fn s3_snapfs<'a, K, V>(
+    location: &'a str,
+    env: impl IntoIterator<Item = (K, V)>,
+) -> impl Fn(&[&str]) -> Output + 'a
+where
+    K: AsRef<std::ffi::OsStr> + 'a,
+    V: AsRef<std::ffi::OsStr> + 'a,
+{
+    let env: Vec<(K, V)> = env.into_iter().collect();
+    move |args| {
+        run(Command::new(SNAPFS)
+            .args(args)
+            .env("SNAPFS_REPO", location)
+            .env("SNAPFS_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v))))
+    }
+}
+
+/// `mount --daemon --utc --per-account` at `mnt` (made), unmounted on drop.
+fn mount_per_account(snapfs: impl Fn(&[&str]) -> Output, mnt: &Path) -> Mounted {
+    std::fs::create_dir_all(mnt).unwrap();
+    snapfs(&[
+        "mount",
+        "--daemon",
+        "--utc",
+        "--per-account",
+        mnt.to_str().unwrap(),
+    ]);
+    Mounted {
+        dir: mnt.canonicalize().unwrap(),
+    }
+}
+
 /// A repository on S3 (a throwaway SeaweedFS) mounts like a folder's:
 /// days, `latest`, file bytes; a backup made meanwhile shows up.
 #[test]
@@ -856,13 +891,7 @@ fn an_s3_repository_mounts_and_shows_new_backups() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let location = server.location(&format!("mount-{}", std::process::id()));
-    let s3 = |args: &[&str]| {
-        run(Command::new(SNAPFS)
-            .args(args)
-            .env("SNAPFS_REPO", &location)
-            .env("SNAPFS_LOG", "warn")
-            .envs(server.env()))
-    };
+    let s3 = s3_snapfs(&location, server.env());
     s3(&[
         "init",
         "--chunk-sizes",
@@ -884,17 +913,7 @@ fn an_s3_repository_mounts_and_shows_new_backups() {
         src_arg,
     ]);
     let mnt = tmp.path().join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    s3(&[
-        "mount",
-        "--daemon",
-        "--utc",
-        "--per-account",
-        mnt.to_str().unwrap(),
-    ]);
-    let _mounted = Mounted {
-        dir: mnt.canonicalize().unwrap(),
-    };
+    let _mounted = mount_per_account(&s3, &mnt);
     assert_eq!(
         std::fs::read(mnt.join("alice/2026-11-23/www/big")).unwrap(),
         big
@@ -945,13 +964,7 @@ fn a_mount_read_outlives_a_volume_server_killed_under_it() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let location = cluster.location("mount");
-    let s3 = |args: &[&str]| {
-        run(Command::new(SNAPFS)
-            .args(args)
-            .env("SNAPFS_REPO", &location)
-            .env("SNAPFS_LOG", "warn")
-            .envs(cluster.env()))
-    };
+    let s3 = s3_snapfs(&location, cluster.env());
     s3(&[
         "init",
         "--chunk-sizes",
@@ -970,17 +983,7 @@ fn a_mount_read_outlives_a_volume_server_killed_under_it() {
     std::fs::write(src.join("www/big"), &big).unwrap();
     s3(&["backup", "--account", "alice", src.to_str().unwrap()]);
     let mnt = tmp.path().join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    s3(&[
-        "mount",
-        "--daemon",
-        "--utc",
-        "--per-account",
-        mnt.to_str().unwrap(),
-    ]);
-    let _mounted = Mounted {
-        dir: mnt.canonicalize().unwrap(),
-    };
+    let _mounted = mount_per_account(&s3, &mnt);
 
     use std::io::Read;
     let mut file = std::fs::File::open(mnt.join("alice/latest/www/big")).unwrap();

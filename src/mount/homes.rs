@@ -13,7 +13,7 @@
 //! place and repairs one an administrator took away. At a stop, binds go
 //! first, then the mount.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -39,17 +39,6 @@ pub struct Homes {
     /// which nothing more is bound.
     stopping: Mutex<bool>,
     wake: Condvar,
-}
-
-/// What became of an account at its last try.
-#[derive(Debug, PartialEq, Eq)]
-enum State {
-    Bound,
-    /// No home, or no user of that name: nothing to bind into.
-    Skipped,
-    /// Refused (a full folder, a link...): said once, tried again at the
-    /// next recheck.
-    Refused,
 }
 
 impl Homes {
@@ -78,15 +67,17 @@ impl Homes {
     /// Bind accounts until [`Homes::stop`]; on a thread of its own, while
     /// the mount serves (binding looks into the mount).
     pub fn run(&self) {
-        let mut states: HashMap<String, State> = HashMap::new();
+        // Accounts tried since the last recheck, whatever came of it: a
+        // refusal is said once per recheck, not every round.
+        let mut tried: HashSet<String> = HashSet::new();
         let mut rechecked = Instant::now();
         let mut stopping = lock(&self.stopping);
         while !*stopping {
             if rechecked.elapsed() >= RECHECK {
-                states.clear();
+                tried.clear();
                 rechecked = Instant::now();
             }
-            if let Err(e) = self.round(&mut states) {
+            if let Err(e) = self.round(&mut tried) {
                 tracing::warn!("binding homes: {e}");
             }
             stopping = self
@@ -98,29 +89,28 @@ impl Homes {
     }
 
     /// One pass over the accounts of the mount not bound yet.
-    fn round(&self, states: &mut HashMap<String, State>) -> Result<()> {
+    fn round(&self, tried: &mut HashSet<String>) -> Result<()> {
         let root =
             nofollow::open_folder("the mount", &self.mountpoint, Missing::Refuse, SEARCH_FLAGS)?;
         for name in account_names(&root, &self.mountpoint)? {
-            if states.contains_key(&name) {
-                continue;
+            if !tried.contains(&name) {
+                self.bind_one(&root, &name);
+                tried.insert(name);
             }
-            let state = self.bind_one(&root, &name);
-            states.insert(name, state);
         }
         Ok(())
     }
 
-    fn bind_one(&self, root: &OwnedFd, name: &str) -> State {
+    fn bind_one(&self, root: &OwnedFd, name: &str) {
         let user = match accounts::lookup(name) {
             Ok(Some(user)) => user,
             Ok(None) => {
                 tracing::debug!("account {name}: no user of that name, no home to bind into");
-                return State::Skipped;
+                return;
             }
             Err(e) => {
                 tracing::warn!("account {name}: {e}");
-                return State::Refused;
+                return;
             }
         };
         let owner = Owner {
@@ -131,18 +121,11 @@ impl Homes {
             .and_then(|source| bind::bind(&source, &self.template, name, owner));
         match bound {
             Ok(Bound::Made(_)) => {
-                tracing::info!("account {name}: bound at {}", self.target(name));
-                State::Bound
+                tracing::info!("account {name}: bound at {}", self.target(name))
             }
-            Ok(Bound::Already(_)) => State::Bound,
-            Ok(Bound::NoHome) => {
-                tracing::debug!("account {name}: no home, nothing bound");
-                State::Skipped
-            }
-            Err(e) => {
-                tracing::warn!("account {name}: not bound: {e}");
-                State::Refused
-            }
+            Ok(Bound::Already(_)) => {}
+            Ok(Bound::NoHome) => tracing::debug!("account {name}: no home, nothing bound"),
+            Err(e) => tracing::warn!("account {name}: not bound: {e}"),
         }
     }
 

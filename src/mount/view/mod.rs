@@ -229,7 +229,13 @@ impl SnapshotFs {
     /// Whether the kernel may keep this inode's pages and listings across
     /// opens (everything inside a snapshot is immutable).
     pub fn is_immutable(&self, ino: u64) -> bool {
-        ino != ROOT_INO && !matches!(self.inode(ino), Ok(Inode::AccountRoot { .. }))
+        // Account folders are among the few inodes of `special`: no search
+        // of the entry ranges on every reply.
+        ino != ROOT_INO
+            && !matches!(
+                read(&self.inodes).special.get(&ino),
+                Some(Inode::AccountRoot { .. })
+            )
     }
 
     // ---- trees and inodes inside snapshots ----

@@ -376,25 +376,30 @@ impl SnapshotFs {
 
     fn set_present(&self, s: &mut Snapshots, n: u32, present: bool) {
         let account = &mut s.accounts[n as usize];
-        let shown = account.shown.clone();
         if present == account.present {
             return;
         }
-        if present {
-            // Two accounts spelled alike at the top level: the first keeps
-            // the name, the other is not shown (and said so once).
-            if s.by_shown.contains_key(&shown) {
-                tracing::warn!(
-                    "account {:?} is not shown: {shown} is taken",
-                    account.account
-                );
-                return;
+        account.present = present;
+        let shown = account.shown.clone();
+        if !present {
+            // Only its own entry: the name may be another account's.
+            if s.by_shown.get(&shown) == Some(&n) {
+                s.by_shown.remove(&shown);
             }
-            s.by_shown.insert(shown, n);
-        } else {
-            s.by_shown.remove(&shown);
+            return;
         }
-        s.accounts[n as usize].present = present;
+        // Two accounts spelled alike at the top level: the first keeps the
+        // name, the other is not shown (said once, as it turns present).
+        match s.by_shown.entry(shown) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(n);
+            }
+            std::collections::btree_map::Entry::Occupied(e) => tracing::warn!(
+                "account {:?} is not shown: {} is taken",
+                s.accounts[n as usize].account,
+                e.key()
+            ),
+        }
     }
 
     fn add_slot(&self, s: &mut Snapshots, account: u32, id: Id, snapshot: Snapshot, loose: bool) {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::direct_read::{self, DirectRead};
-use super::{folder_of, Backend, FileType};
+use super::{folder_of, truncated, Backend, FileType};
 use crate::error::{Error, IoContext, Result};
 
 /// Ranges at least this long are read past the page cache: a chunk of a
@@ -173,13 +173,6 @@ fn open_error(kind: FileType, name: &str, path: &Path, e: io::Error) -> Error {
     } else {
         Error::io(path, e)
     }
-}
-
-fn truncated(kind: FileType, name: &str, offset: u64, length: u64) -> Error {
-    Error::corrupt(
-        format!("{} {name}", kind.describe()),
-        format!("truncated: {length} bytes at offset {offset} are past its end"),
-    )
 }
 
 /// Folders of a repository are 0700 and its files 0600, whatever the

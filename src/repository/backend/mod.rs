@@ -22,7 +22,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::location::{DiskCache, Location, S3Location};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::Id;
 pub use local::{sync_dir, write_atomic, write_atomic_mode, LocalBackend};
 pub use s3::S3Backend;
@@ -178,6 +178,15 @@ pub trait Backend: Send + Sync {
     fn exposure(&self) -> Option<String> {
         None
     }
+}
+
+/// The error of a range read that a file ends inside: damage, as every
+/// backend reports it.
+pub(crate) fn truncated(kind: FileType, name: &str, offset: u64, length: u64) -> Error {
+    Error::corrupt(
+        format!("{} {name}", kind.describe()),
+        format!("truncated: {length} bytes at offset {offset} are past its end"),
+    )
 }
 
 /// The folder part of a file name as `Backend::list` gives it (`""` for a

@@ -31,7 +31,7 @@ use rusty_s3::actions::ListObjectsV2;
 use rusty_s3::Credentials;
 
 use super::s3_request::{Answer, Client, Request, Verb};
-use super::{folder_of, Backend, CreateIfAbsent, FileType};
+use super::{folder_of, truncated, Backend, CreateIfAbsent, FileType};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::location::S3Location;
@@ -254,11 +254,35 @@ impl S3Backend {
         }
     }
 
-    fn truncated(kind: FileType, name: &str, offset: u64, length: u64) -> Error {
-        Error::corrupt(
-            format!("{} {name}", kind.describe()),
-            format!("truncated: {length} bytes at offset {offset} are past its end"),
-        )
+    /// What the object holds of `length` bytes at `offset` (a ranged GET),
+    /// placed in `buf`, and where: short where the object ends, empty at
+    /// or past its end.
+    fn get_range(
+        &self,
+        kind: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<Range<usize>> {
+        let key = self.key(kind, name);
+        let mut request = Request::new(Verb::Get, &key);
+        let last = offset + length - 1;
+        request
+            .headers
+            .push(("range", format!("bytes={offset}-{last}")));
+        let answer = self.client.send(&request, buf)?;
+        match answer.status {
+            206 if buf.len() as u64 <= length => Ok(0..buf.len()),
+            // A server that ignores Range sends the whole object.
+            200 => {
+                let start = (offset as usize).min(buf.len());
+                Ok(start..((offset + length) as usize).min(buf.len()))
+            }
+            // The range starts at or past the end.
+            416 => Ok(0..0),
+            _ => Err(self.client.failure(&request, &answer)),
+        }
     }
 }
 
@@ -403,27 +427,16 @@ impl Backend for S3Backend {
             buf.clear();
             return match size >= offset {
                 true => Ok(0..0),
-                false => Err(Self::truncated(kind, name, offset, length)),
+                false => Err(truncated(kind, name, offset, length)),
             };
         }
-        let mut request = Request::new(Verb::Get, &key);
-        let last = offset + length - 1;
-        request
-            .headers
-            .push(("range", format!("bytes={offset}-{last}")));
-        let answer = self.client.send(&request, buf)?;
-        let got = buf.len() as u64;
-        match answer.status {
-            // Only the part asked for, which must be all of it: a short
-            // one means the object ends inside the range.
-            206 if got == length => Ok(0..buf.len()),
-            206 => Err(Self::truncated(kind, name, offset, length)),
-            // A server that ignores Range sends the whole object.
-            200 if got >= offset + length => Ok(offset as usize..(offset + length) as usize),
-            200 => Err(Self::truncated(kind, name, offset, length)),
-            416 => Err(Self::truncated(kind, name, offset, length)),
-            _ => Err(self.client.failure(&request, &answer)),
+        // Only the part asked for, which must be all of it: a short one
+        // means the object ends inside the range.
+        let range = self.get_range(kind, name, offset, length, buf)?;
+        if range.len() as u64 != length {
+            return Err(truncated(kind, name, offset, length));
         }
+        Ok(range)
     }
 
     fn read_range_upto(
@@ -436,26 +449,11 @@ impl Backend for S3Backend {
         if length == 0 {
             return Ok(Vec::new());
         }
-        let key = self.key(kind, name);
-        let mut request = Request::new(Verb::Get, &key);
-        request
-            .headers
-            .push(("range", format!("bytes={offset}-{}", offset + length - 1)));
         let mut buf = Vec::new();
-        let answer = self.client.send(&request, &mut buf)?;
-        match answer.status {
-            // What there is of the range: short where the object ends.
-            206 if buf.len() as u64 <= length => Ok(buf),
-            // A server that ignores Range sends the whole object.
-            200 => {
-                let start = (offset as usize).min(buf.len());
-                let end = ((offset + length) as usize).min(buf.len());
-                Ok(buf[start..end].to_vec())
-            }
-            // The range starts at or past the end.
-            416 => Ok(Vec::new()),
-            _ => Err(self.client.failure(&request, &answer)),
-        }
+        let range = self.get_range(kind, name, offset, length, &mut buf)?;
+        buf.truncate(range.end);
+        buf.drain(..range.start);
+        Ok(buf)
     }
 
     fn size(&self, kind: FileType, name: &str) -> Result<u64> {
